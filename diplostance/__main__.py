@@ -1,0 +1,5 @@
+import sys
+
+from diplostance.cli import main
+
+sys.exit(main())

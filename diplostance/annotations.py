@@ -1,0 +1,301 @@
+"""Annotation files: reading, and validating every rule at once.
+
+An annotation directory holds `schema.yaml`, `splits.yaml`, `seeds.jsonl` and the
+composed corpus under `corpus/*.jsonl`; the seed articles live in `../seeds/`.
+Every problem is reported as `file:line: rule: message`, never only the first one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from diplostance.schema import LabelSpace
+
+SOURCES = ("seed", "composed")
+SPLITS = ("train", "dev", "test")
+REQUIRED_FIELDS = {
+    "id": str,
+    "doc_id": str,
+    "sent_idx": int,
+    "text": str,
+    "stances": dict,
+    "source": str,
+    "annotator": str,
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.rule}: {self.message}"
+
+
+@dataclass
+class Record:
+    """One annotated sentence and where it was read from."""
+
+    data: dict
+    path: Path
+    line: int
+
+
+class AnnotationError(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} annotation problem(s):\n" + "\n".join(map(str, problems)))
+
+
+@dataclass
+class Corpus:
+    labels: LabelSpace
+    records: list[Record]
+    splits: dict[str, str]  # doc_id -> split
+    problems: list[Problem] = field(default_factory=list)
+
+
+def annotation_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl")) + sorted((directory / "corpus").glob("**/*.jsonl"))
+
+
+def read_jsonl(path: Path, problems: list[Problem]) -> list[Record]:
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                problems.append(Problem(path, number, "blank-line", "blank line in a JSON Lines file"))
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as error:
+                problems.append(Problem(path, number, "invalid-json", str(error)))
+                continue
+            if not isinstance(data, dict):
+                problems.append(Problem(path, number, "not-an-object", f"expected a JSON object, got {type(data).__name__}"))
+                continue
+            records.append(Record(data, path, number))
+    return records
+
+
+def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem]) -> bool:
+    """Field presence, types and values; False when the record is unusable."""
+    data, ok = record.data, True
+
+    def report(rule: str, message: str) -> None:
+        problems.append(Problem(record.path, record.line, rule, message))
+
+    for name, kind in REQUIRED_FIELDS.items():
+        if name not in data:
+            report("missing-field", f"'{name}' is required")
+            ok = False
+        elif not isinstance(data[name], kind) or (kind is int and isinstance(data[name], bool)):
+            report("field-type", f"'{name}' must be {kind.__name__}, got {type(data[name]).__name__}")
+            ok = False
+    if not ok:
+        return False
+    if not data["text"].strip():
+        report("empty-text", "text is empty or whitespace only")
+    if data["sent_idx"] < 0:
+        report("field-type", f"'sent_idx' must be >= 0, got {data['sent_idx']}")
+    if data["source"] not in SOURCES:
+        report("unknown-source", f"source '{data['source']}' is not one of {list(SOURCES)}")
+    if data["source"] == "composed" and not str(data.get("rationale", "")).strip():
+        report("missing-field", "composed records need a one-line 'rationale'")
+    for target, polarity in data["stances"].items():
+        if target not in labels.targets:
+            report("unknown-target", f"target '{target}' is not in the schema {list(labels.targets)}")
+        elif polarity not in labels.polarities:
+            report("unknown-polarity", f"{target}: polarity {polarity!r} is not one of {list(labels.polarities)}")
+    if not data["stances"]:
+        report("empty-stances", "stances names no target")
+    return True
+
+
+def _check_seed_offsets(record: Record, seeds_dir: Path, seed_texts: dict, problems: list[Problem]) -> None:
+    data = record.data
+    doc_id = data["doc_id"]
+    if doc_id not in seed_texts:
+        path = seeds_dir / f"{doc_id}.txt"
+        seed_texts[doc_id] = path.read_text(encoding="utf-8") if path.is_file() else None
+    seed = seed_texts[doc_id]
+    if seed is None:
+        problems.append(Problem(record.path, record.line, "seed-file", f"no seed article {seeds_dir / (doc_id + '.txt')}"))
+        return
+    start, end = data.get("start"), data.get("end")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+        problems.append(Problem(record.path, record.line, "seed-offsets", "seed records need integer 'start' and 'end'"))
+    elif not 0 <= start < end <= len(seed) or seed[start:end] != data["text"]:
+        problems.append(
+            Problem(record.path, record.line, "seed-offsets", f"text does not equal {doc_id}.txt[{start}:{end}]")
+        )
+
+
+def _check_seed_coverage(records: list[Record], seed_texts: dict, problems: list[Problem]) -> None:
+    """The spans of a seed article's records cover all of its non-whitespace characters."""
+    by_doc = defaultdict(list)
+    for record in records:
+        if record.data.get("source") == "seed" and isinstance(record.data.get("start"), int):
+            by_doc[record.data["doc_id"]].append(record)
+    for doc_id, doc_records in by_doc.items():
+        text = seed_texts.get(doc_id)
+        if text is None:
+            continue
+        covered = [False] * len(text)
+        for record in doc_records:
+            for i in range(max(record.data["start"], 0), min(record.data["end"], len(text))):
+                if covered[i]:
+                    problems.append(Problem(record.path, record.line, "seed-coverage", f"span overlaps another at {i}"))
+                    break
+                covered[i] = True
+        missing = [i for i, char in enumerate(text) if not char.isspace() and not covered[i]]
+        if missing:
+            first = doc_records[0]
+            problems.append(
+                Problem(first.path, first.line, "seed-coverage",
+                        f"{doc_id}: {len(missing)} non-whitespace characters in no span (first at offset {missing[0]})")
+            )
+
+
+def _check_documents(records: list[Record], problems: list[Problem]) -> None:
+    seen_ids: dict[str, Record] = {}
+    by_doc: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        first = seen_ids.setdefault(record.data["id"], record)
+        if first is not record:
+            problems.append(
+                Problem(record.path, record.line, "duplicate-id", f"id '{record.data['id']}' already at {first.path}:{first.line}")
+            )
+        by_doc[record.data["doc_id"]].append(record)
+    for doc_id, doc_records in by_doc.items():
+        files = {r.path for r in doc_records}
+        if len(files) > 1:
+            problems.append(Problem(doc_records[0].path, doc_records[0].line, "doc-in-two-files",
+                                    f"document '{doc_id}' has records in {sorted(map(str, files))}"))
+        expected = 0
+        for record in sorted(doc_records, key=lambda r: (r.data["sent_idx"], r.line)):
+            idx = record.data["sent_idx"]
+            if idx < expected:
+                problems.append(Problem(record.path, record.line, "sent-idx", f"{doc_id}: sent_idx {idx} repeated"))
+            elif idx > expected:
+                problems.append(Problem(record.path, record.line, "sent-idx",
+                                        f"{doc_id}: sent_idx jumps to {idx}, expected {expected} (gap)"))
+            expected = max(expected, idx + 1)
+
+
+def read_splits(path: Path, problems: list[Problem]) -> dict[str, str]:
+    """splits.yaml: {train: [doc_id, ...], dev: [...], test: [...]} -> doc_id -> split."""
+    if not path.is_file():
+        problems.append(Problem(path, 0, "splits-file", "splits.yaml is missing"))
+        return {}
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", -1) + 1
+        problems.append(Problem(path, line, "invalid-yaml", str(error).splitlines()[0]))
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        problems.append(Problem(path, 1, "splits-file", f"expected a mapping of {list(SPLITS)} to document lists"))
+        return {}
+    doc_split: dict[str, str] = {}
+    for key_node, value_node in root.value:
+        split = key_node.value
+        if split not in SPLITS:
+            problems.append(Problem(path, key_node.start_mark.line + 1, "unknown-split", f"'{split}' is not one of {list(SPLITS)}"))
+            continue
+        if not isinstance(value_node, yaml.SequenceNode):
+            problems.append(Problem(path, value_node.start_mark.line + 1, "splits-file", f"'{split}' must list document ids"))
+            continue
+        for item in value_node.value:
+            doc_id = str(item.value)
+            if doc_id in doc_split:
+                problems.append(Problem(path, item.start_mark.line + 1, "doc-in-two-splits",
+                                        f"'{doc_id}' is in both {doc_split[doc_id]} and {split}"))
+            else:
+                doc_split[doc_id] = split
+    return doc_split
+
+
+def _check_splits(records: list[Record], splits: dict[str, str], splits_path: Path, problems: list[Problem]) -> None:
+    docs_seen, text_split = set(), {}
+    for record in records:
+        doc_id = record.data["doc_id"]
+        split = splits.get(doc_id)
+        if split is None:
+            if doc_id not in docs_seen:
+                problems.append(Problem(record.path, record.line, "doc-not-in-splits", f"document '{doc_id}' is not in {splits_path.name}"))
+        else:
+            text = " ".join(record.data["text"].split())
+            other = text_split.setdefault(text, (split, record))
+            if other[0] != split:
+                problems.append(Problem(record.path, record.line, "text-in-two-splits",
+                                        f"text also in split '{other[0]}' at {other[1].path}:{other[1].line}"))
+        docs_seen.add(doc_id)
+    for doc_id in sorted(set(splits) - docs_seen):
+        problems.append(Problem(splits_path, 0, "unknown-doc-in-splits", f"'{doc_id}' has no annotation records"))
+
+
+def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> Corpus:
+    """Read and check an annotation directory; `problems` lists everything wrong."""
+    directory = Path(directory)
+    seeds_dir = Path(seeds_dir) if seeds_dir else directory.parent / "seeds"
+    problems: list[Problem] = []
+    labels = LabelSpace.load(directory / "schema.yaml")
+    records: list[Record] = []
+    files = annotation_files(directory)
+    if not files:
+        problems.append(Problem(directory, 0, "no-annotations", "no *.jsonl annotation files found"))
+    for path in files:
+        records.extend(read_jsonl(path, problems))
+    usable = [r for r in records if _check_fields(r, labels, problems)]
+    seed_texts: dict[str, str | None] = {}
+    for record in usable:
+        if record.data["source"] == "seed":
+            _check_seed_offsets(record, seeds_dir, seed_texts, problems)
+    _check_seed_coverage(usable, seed_texts, problems)
+    _check_documents(usable, problems)
+    splits_path = directory / "splits.yaml"
+    splits = read_splits(splits_path, problems)
+    _check_splits(usable, splits, splits_path, problems)
+    problems.sort(key=lambda p: (str(p.path), p.line))
+    return Corpus(labels, usable, splits, problems)
+
+
+def count_table(corpus: Corpus) -> str:
+    """Markdown table of sentence counts per source and split, per target and polarity."""
+    counts: Counter = Counter()
+    groups = sorted({(r.data["source"], corpus.splits.get(r.data["doc_id"], "?")) for r in corpus.records})
+    for r in corpus.records:
+        key = (r.data["source"], corpus.splits.get(r.data["doc_id"], "?"))
+        counts[key, "sentences"] += 1
+        counts[key, "documents", r.data["doc_id"]] = 1
+        for target, polarity in r.data["stances"].items():
+            counts[key, target, polarity] += 1
+        if sum(p != "none" for p in r.data["stances"].values()) >= 2:
+            counts[key, "multi"] += 1
+        if all(p == "none" for p in r.data["stances"].values()):
+            counts[key, "all_none"] += 1
+    labels = corpus.labels
+    columns = [f"{t} {'/'.join(p[0] for p in labels.polarities)}" for t in labels.targets]
+    header = ["source", "split", "docs", "sentences", *columns, "all none", "2+ stances"]
+    rows = []
+    for key in [*groups, ("all", "all")]:
+        keys = groups if key == ("all", "all") else [key]
+
+        def total(*name, keys=keys):
+            return sum(counts[(k, *name)] for k in keys)
+
+        docs = sum(v for (k, *rest), v in counts.items() if k in keys and rest[0] == "documents")
+        cells = ["/".join(str(total(t, p)) for p in labels.polarities) for t in labels.targets]
+        rows.append([*key, str(docs), str(total("sentences")), *cells, str(total("all_none")), str(total("multi"))])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Arabic text processing shared by training, evaluation and labelling.
+
+Two pieces live here: a configurable normaliser whose options are saved as JSON
+beside every model (so labelling sees text exactly as training did), and a sentence
+splitter for Arabic news text that returns character offsets into the original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TEXT_PROCESSING_FILE = "text_processing.json"
+
+TATWEEL = "\u0640"
+# Harakat, tanwin, shadda, sukun, maddah/hamza marks, superscript alef, Quranic marks.
+DIACRITICS_RE = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed]")
+DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "0123456789" * 2)
+QUOTES = str.maketrans({"“": '"', "”": '"', "«": '"', "»": '"', "„": '"', "‘": "'", "’": "'"})
+DASHES_RE = re.compile("[\u2010-\u2015\u2212]")
+# Latin punctuation to its Arabic form; a comma between digits (1,000) stays.
+LATIN_COMMA_RE = re.compile(r"(?<!\d),|,(?!\d)")
+ALEF_RE = re.compile("[أإآٱ]")
+WHITESPACE_RE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TextNormalization:
+    """Which normalisation steps run. Saved as `text_processing.json` beside a model."""
+
+    remove_tatweel: bool = True
+    remove_diacritics: bool = True
+    unify_digits: bool = True
+    unify_punctuation: bool = True
+    fold_alef: bool = False
+    fold_yaa: bool = False
+    fold_taa_marbuta: bool = False
+    collapse_whitespace: bool = True
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / TEXT_PROCESSING_FILE
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TextNormalization:
+        path = Path(directory) / TEXT_PROCESSING_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: text-processing options missing (every model folder has one)")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), source=str(path))
+
+    @classmethod
+    def from_dict(cls, options: dict, source: str = "text normalisation options") -> TextNormalization:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown option(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: bool(v) for k, v in options.items()})
+
+
+def normalize(text: str, options: TextNormalization = TextNormalization()) -> str:
+    """Apply the enabled steps. Idempotent: normalize(normalize(t)) == normalize(t)."""
+    if options.remove_tatweel:
+        text = text.replace(TATWEEL, "")
+    if options.remove_diacritics:
+        text = DIACRITICS_RE.sub("", text)
+    if options.unify_digits:
+        text = text.translate(DIGITS)
+    if options.unify_punctuation:
+        text = text.translate(QUOTES)
+        text = DASHES_RE.sub("-", text)
+        text = LATIN_COMMA_RE.sub("،", text).replace(";", "؛").replace("?", "؟")
+    if options.fold_alef:
+        text = ALEF_RE.sub("ا", text)
+    if options.fold_yaa:
+        text = text.replace("ى", "ي")
+    if options.fold_taa_marbuta:
+        text = text.replace("ة", "ه")
+    if options.collapse_whitespace:
+        text = WHITESPACE_RE.sub(" ", text).strip()
+    return text
+
+
+@dataclass(frozen=True)
+class Sentence:
+    start: int
+    end: int
+    text: str
+
+
+TERMINATORS = ".؟?!؛;…"
+CLOSERS = "\"'”’»)]}"
+QUOTE_PAIRS = {"“": "”", "«": "»", "‘": "’"}
+# Tokens that end in a full stop without ending the sentence (titles, initials).
+ABBREVIATIONS = frozenset({"د", "أ", "م", "ص", "ب", "Dr", "Mr", "Mrs", "Ms", "Prof", "St", "No", "vs"})
+WORD_BEFORE_RE = re.compile(r"(\w+)$")
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """A full stop after a known abbreviation or a single Latin capital (U.S.)."""
+    match = WORD_BEFORE_RE.search(text, 0, dot)
+    if not match:
+        return False
+    word = match.group(1)
+    followed_by_text = dot + 1 < len(text) and text[dot + 1] in " \t" and text[dot + 1 :].strip() != ""
+    return followed_by_text and (word in ABBREVIATIONS or (len(word) == 1 and "A" <= word <= "Z"))
+
+
+def _keeps_sentence_open(text: str, i: int) -> bool:
+    """True when the terminator at i belongs inside a token (3.5, 25.02.2021, U.S.)."""
+    char = text[i]
+    if char == "." and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+        return True
+    return char == "." and _is_abbreviation(text, i)
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """Split Arabic news text into sentences with offsets into `text`.
+
+    Splits after . ؟ ? ! ؛ … and at line breaks; keeps decimals, dates, abbreviations
+    and quotations (a terminator inside an open quotation does not split) together;
+    closing quotes and brackets after a terminator stay with their sentence; empty
+    pieces are dropped. `text[s.start:s.end] == s.text` for every sentence.
+    """
+    boundaries: list[int] = []
+    open_quotes: list[str] = []
+    straight_quote_open = False
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\n":
+            boundaries.append(i)
+            open_quotes.clear()
+            straight_quote_open = False
+        elif char in QUOTE_PAIRS:
+            open_quotes.append(QUOTE_PAIRS[char])
+        elif open_quotes and char == open_quotes[-1]:
+            open_quotes.pop()
+        elif char == '"':
+            straight_quote_open = not straight_quote_open
+        elif char in TERMINATORS and not open_quotes and not straight_quote_open:
+            if not _keeps_sentence_open(text, i):
+                j = i + 1
+                while j < n and text[j] in TERMINATORS:
+                    j += 1
+                while j < n and text[j] in CLOSERS and text[j] != '"':
+                    j += 1
+                boundaries.append(j)
+                i = j
+                continue
+        i += 1
+    boundaries.append(n)
+
+    sentences, start = [], 0
+    for end in boundaries:
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            offset = start + (len(piece) - len(piece.lstrip()))
+            sentences.append(Sentence(offset, offset + len(stripped), stripped))
+        start = end
+    return sentences
