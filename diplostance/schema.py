@@ -29,7 +29,7 @@ class LabelSpace:
     targets: tuple[str, ...]
     polarities: tuple[str, ...]
     version: str = ""
-    descriptions: dict[str, Target] = field(default_factory=dict, compare=False)
+    descriptions: dict[str, Target] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         for kind, names in (("target", self.targets), ("polarity", self.polarities)):

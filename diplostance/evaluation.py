@@ -1,0 +1,111 @@
+"""Score a saved model on a dataset split and write the run's outputs.
+
+Scoring goes through the local `evaluate` module (loaded by path, no Hub); 95%
+bootstrap intervals and the `seed` slice are added beside the overall figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+
+from diplostance.data import DataError, StanceData
+from diplostance.predictor import load_predictor
+from diplostance.reports import write_confusion_plots, write_report
+from diplostance.schema import IGNORE_INDEX, LabelSpace
+from diplostance.scoring import STANCE_METRIC_PATH, bootstrap_intervals
+
+SEED_SOURCE = "seed"
+
+
+def align_references(dataset: datasets.Dataset, data_labels: LabelSpace, model_labels: LabelSpace) -> np.ndarray:
+    """Gold labels re-indexed into the model's (target, polarity) layout.
+
+    Model targets the data does not annotate become IGNORE_INDEX (left out of the
+    metrics); data targets or polarities the model does not know are an error.
+    """
+    unknown_targets = sorted(set(data_labels.targets) - set(model_labels.targets))
+    unknown_polarities = sorted(set(data_labels.polarities) - set(model_labels.polarities))
+    if unknown_targets or unknown_polarities:
+        raise DataError(
+            f"the data has target(s) {unknown_targets} / polarit(ies) {unknown_polarities} that the model does not "
+            f"predict (model targets {list(model_labels.targets)}, polarities {list(model_labels.polarities)})"
+        )
+    gold = np.asarray(dataset["labels"], dtype=int).reshape(len(dataset), len(data_labels.targets))
+    refs = np.full((len(dataset), len(model_labels.targets)), IGNORE_INDEX, dtype=int)
+    for t, target in enumerate(data_labels.targets):
+        column = gold[:, t]
+        mapped = np.array([model_labels.polarities.index(p) for p in data_labels.polarities])
+        refs[:, model_labels.targets.index(target)] = np.where(column == IGNORE_INDEX, IGNORE_INDEX, mapped[column])
+    return refs
+
+
+def score(predictions: np.ndarray, references: np.ndarray, labels: LabelSpace, n_resamples: int, seed: int) -> dict:
+    metric = evaluate.load(STANCE_METRIC_PATH)
+    result = metric.compute(
+        predictions=predictions.tolist(),
+        references=references.tolist(),
+        targets=list(labels.targets),
+        polarities=list(labels.polarities),
+    )
+    if n_resamples:
+        result["bootstrap"] = bootstrap_intervals(
+            predictions, references, labels.targets, labels.polarities, n_resamples=n_resamples, seed=seed
+        )
+    return result
+
+
+def score_dataset(probs: np.ndarray, dataset: datasets.Dataset, data: StanceData, model_labels: LabelSpace,
+                  n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Overall metrics, plus the seed slice apart when the data has seed sentences."""
+    refs = align_references(dataset, data.labels, model_labels)
+    preds = probs.argmax(axis=-1)
+    metrics = score(preds, refs, model_labels, n_resamples, seed)
+    is_seed = np.array([s == SEED_SOURCE for s in dataset["source"]])
+    if is_seed.any():
+        metrics["seed_slice"] = score(preds[is_seed], refs[is_seed], model_labels, n_resamples, seed)
+    return metrics
+
+
+def prediction_records(dataset: datasets.Dataset, probs: np.ndarray, refs: np.ndarray, labels: LabelSpace):
+    for i, row in enumerate(dataset):
+        stances = {}
+        for t, target in enumerate(labels.targets):
+            stances[target] = {
+                "stance": labels.polarities[int(probs[i, t].argmax())],
+                "gold": None if refs[i, t] == IGNORE_INDEX else labels.polarities[refs[i, t]],
+                "probs": {p: round(float(probs[i, t, k]), 6) for k, p in enumerate(labels.polarities)},
+            }
+        yield {"id": row["id"], "doc_id": row["doc_id"], "source": row["source"], "text": row["text"],
+               "stances": stances}
+
+
+def write_outputs(out_dir: Path, title: str, metrics: dict, dataset: datasets.Dataset, probs: np.ndarray,
+                  data: StanceData, model_labels: LabelSpace, baseline: dict | None = None) -> None:
+    """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    refs = align_references(dataset, data.labels, model_labels)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    records = list(prediction_records(dataset, probs, refs, model_labels))
+    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    plots = write_confusion_plots(out_dir, metrics, model_labels.polarities)
+    write_report(out_dir / "report.md", title, metrics, records, plots, model_labels.polarities, baseline)
+
+
+def evaluate_model(model_dir: str | Path, data: StanceData, split: str, out_dir: Path, title: str,
+                   predictor_options: dict | None = None, n_resamples: int = 1000, seed: int = 0,
+                   baseline: dict | None = None) -> dict:
+    """Load a saved model, predict a split, score it and write every output."""
+    predictor = load_predictor(model_dir, **(predictor_options or {}))
+    dataset = data.split(split)
+    probs = predictor.predict_proba(dataset["text"])
+    metrics = score_dataset(probs, dataset, data, predictor.labels, n_resamples, seed)
+    metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.description
+    write_outputs(out_dir, title, metrics, dataset, probs, data, predictor.labels, baseline)
+    return metrics

@@ -1,0 +1,132 @@
+"""Models: the locally built `tiny` BERT, Hub/local checkpoints, and the masked stance loss.
+
+Every transformer is a stock `AutoModelForSequenceClassification` with one output per
+(target, polarity) pair; the logits are read as one distribution per target.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertTokenizer
+
+from diplostance.schema import IGNORE_INDEX, LabelSpace
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model that is neither a local folder nor in the local Hugging Face cache."""
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BertTokenizer:
+    """A cased WordPiece vocabulary trained on `texts`, wrapped as a stock BertTokenizer."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return BertTokenizer(
+        vocab=tokenizer.get_vocab(), do_lower_case=False, strip_accents=False, tokenize_chinese_chars=False
+    )
+
+
+def build_tiny_model(texts: list[str], labels: LabelSpace, cfg: Mapping, seed: int):
+    """Tokenizer trained on the training text plus a small, seeded, randomly initialised BERT."""
+    tokenizer = train_wordpiece_tokenizer(texts, cfg["vocab_size"], cfg.get("min_frequency", 2))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["num_layers"],
+        num_attention_heads=cfg["num_heads"],
+        intermediate_size=cfg["intermediate_size"],
+        max_position_embeddings=cfg["max_position_embeddings"],
+        hidden_dropout_prob=cfg.get("dropout", 0.1),
+        attention_probs_dropout_prob=cfg.get("dropout", 0.1),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=labels.num_labels,
+        id2label=labels.id2label,
+        label2id=labels.label2id,
+    )
+    torch.manual_seed(seed)
+    return tokenizer, AutoModelForSequenceClassification.from_config(config)
+
+
+def _offline_message(name: str, error: Exception) -> str:
+    return (
+        f"model '{name}' is not available offline: it is not a local folder and not in the local Hugging Face "
+        f"cache, and the Hub could not be reached ({type(error).__name__}). Use model=tiny (built locally), or "
+        f"download it on a connected machine with `save_pretrained` and pass model.name_or_path=<local folder>."
+    )
+
+
+def load_pretrained(name_or_path: str, labels: LabelSpace, revision: str | None = None, trust_remote_code: bool = False):
+    """Tokenizer and classifier from a local folder, the local cache, or the Hub.
+
+    The local folder and cache are tried first so an offline machine fails at once
+    with a message that says what to do instead, rather than after network time-outs.
+    """
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    head = {
+        "num_labels": labels.num_labels,
+        "id2label": labels.id2label,
+        "label2id": labels.label2id,
+        "ignore_mismatched_sizes": True,  # a checkpoint with another head gets a fresh one
+    }
+    is_local = Path(name_or_path).is_dir()
+    if not is_local and (name_or_path.startswith((".", "/", "~")) or os.sep * 2 in name_or_path):
+        raise ModelUnavailableError(f"model folder '{name_or_path}' does not exist")
+    attempts = [True] if is_local or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
+    last_error: Exception | None = None
+    for local_only in attempts:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, local_files_only=local_only, **kwargs, **head
+            )
+            return tokenizer, model
+        except (OSError, ValueError) as error:  # missing files, or the Hub unreachable
+            last_error = error
+            if is_local:
+                raise ModelUnavailableError(f"'{name_or_path}' is not a usable model folder: {error}") from error
+    raise ModelUnavailableError(_offline_message(name_or_path, last_error)) from last_error
+
+
+def stance_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_polarities: int, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over targets of each target's cross-entropy, masked where a target is unannotated.
+
+    logits: (batch, targets * polarities); labels: (batch, targets) with IGNORE_INDEX
+    for missing targets; class_weights: optional (targets, polarities).
+    """
+    per_target = logits.view(logits.shape[0], -1, num_polarities)
+    losses = []
+    for t in range(per_target.shape[1]):
+        if (labels[:, t] != IGNORE_INDEX).any():
+            weight = None if class_weights is None else class_weights[t].to(logits.dtype)
+            losses.append(F.cross_entropy(per_target[:, t], labels[:, t], weight=weight, ignore_index=IGNORE_INDEX))
+    if not losses:  # a batch with nothing annotated contributes no gradient
+        return logits.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def class_weights_from_labels(label_rows, labels: LabelSpace) -> torch.Tensor:
+    """Inverse-frequency weights per target, normalised to mean 1 over seen polarities."""
+    counts = torch.zeros(len(labels.targets), len(labels.polarities))
+    for row in label_rows:
+        for t, p in enumerate(row):
+            if p != IGNORE_INDEX:
+                counts[t, p] += 1
+    weights = torch.where(counts > 0, counts.sum(1, keepdim=True) / counts.clamp(min=1), torch.zeros_like(counts))
+    seen = (counts > 0).sum(1, keepdim=True).clamp(min=1)
+    return weights * seen / weights.sum(1, keepdim=True).clamp(min=1e-9)

@@ -1,0 +1,231 @@
+"""Fine-tuning with the HF Trainer and the tfidf baseline, behind one `train` entry.
+
+A run writes into its directory: `model/` (a `save_pretrained` folder with tokenizer,
+`id2label` like `un_treaty=favor`, `text_processing.json` and a model card),
+`metrics.json`, `report.md`, `predictions.jsonl` and one confusion PNG per target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import (
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from diplostance.baseline import TfidfStanceModel
+from diplostance.data import StanceData, load_data
+from diplostance.evaluation import evaluate_model
+from diplostance.modeling import build_tiny_model, class_weights_from_labels, load_pretrained, stance_loss
+from diplostance.reports import per_label_table, summary_table
+from diplostance.schema import IGNORE_INDEX, LabelSpace
+from diplostance.scoring import stance_scores
+from diplostance.text import TextNormalization, normalize
+
+log = logging.getLogger(__name__)
+MODEL_SUBDIR = "model"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max_length: int):
+    def encode(batch):
+        texts = [normalize(t, normalization) for t in batch["text"]]
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    keep = {"labels"}
+    return data.splits.map(encode, batched=True, remove_columns=[c for c in data.splits["train"].column_names
+                                                                   if c not in keep])
+
+
+def _metrics_fn(labels: LabelSpace):
+    n_targets, n_pol = len(labels.targets), len(labels.polarities)
+
+    def compute_metrics(eval_pred) -> dict:
+        logits, refs = eval_pred.predictions, eval_pred.label_ids
+        preds = np.asarray(logits).reshape(len(logits), n_targets, n_pol).argmax(-1)
+        scores = stance_scores(preds, refs, labels.targets, labels.polarities)
+        flat = {"macro_f_avg": scores["macro_f_avg"], "macro_f1": scores["macro_f1"]}
+        flat.update({f"f_avg_{t}": s["f_avg"] for t, s in scores["targets"].items()})
+        return flat
+
+    return compute_metrics
+
+
+def padding_share(dataloader) -> float:
+    """Share of padding positions over every batch the dataloader yields (one epoch)."""
+    padded = total = 0
+    for batch in dataloader:
+        mask = batch["attention_mask"]
+        padded += int((mask == 0).sum())
+        total += mask.numel()
+    return padded / total if total else 0.0
+
+
+def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> TrainingArguments:
+    t = cfg.training
+    report_to = t.report_to if isinstance(t.report_to, str) else list(t.report_to)
+    return TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="epoch" if has_dev else "no",
+        save_strategy="epoch",
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=has_dev,
+        metric_for_best_model="macro_f_avg",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        full_determinism=t.full_determinism,
+        use_cpu=t.use_cpu,
+        report_to=report_to,
+        disable_tqdm=not t.progress_bar,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNormalization, run_dir: Path) -> dict:
+    """Fine-tune, save the best model to run_dir/model; returns training facts for metrics.json."""
+    m, t = cfg.model, cfg.training
+    if "dev" not in data.splits:
+        raise ConfigError("training needs a dev split for early stopping: add data.dev or set data.dev_fraction > 0")
+    if m.kind == "tiny":
+        texts = [normalize(x, normalization) for x in data.splits["train"]["text"]]
+        tokenizer, model = build_tiny_model(texts, data.labels, m, cfg.seed)
+    elif m.kind == "pretrained":
+        tokenizer, model = load_pretrained(m.name_or_path, data.labels, m.get("revision"), m.trust_remote_code)
+    else:
+        raise ConfigError(f"model.kind must be 'tiny', 'pretrained' or 'tfidf', got {m.kind!r}")
+    encoded = _tokenize(data, tokenizer, normalization, t.max_length)
+    weights = class_weights_from_labels(data.splits["train"]["labels"], data.labels) if t.class_weights else None
+    n_pol = len(data.labels.polarities)
+
+    def loss_fn(outputs, labels, num_items_in_batch=None):
+        return stance_loss(outputs.logits, labels, n_pol, weights)
+
+    args = _training_arguments(cfg, run_dir, has_dev=True)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["dev"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_loss_func=loss_fn,
+        compute_metrics=_metrics_fn(data.labels),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)],
+    )
+    resume = None
+    if t.resume:
+        resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        if resume is None:
+            raise ConfigError(f"training.resume=true but no checkpoint in {args.output_dir}: point hydra.run.dir at "
+                              "the interrupted run's folder")
+        log.info("resuming from %s", resume)
+    share = padding_share(trainer.get_train_dataloader())
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    model_dir = run_dir / MODEL_SUBDIR
+    trainer.save_model(str(model_dir))  # the best checkpoint (load_best_model_at_end), tokenizer included
+    normalization.save(model_dir)
+    return {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_loss": result.training_loss,
+        "epochs_run": trainer.state.epoch,
+        "best_dev_macro_f_avg": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "padding_share": share,
+        "class_weights": weights.tolist() if weights is not None else None,
+    }
+
+
+def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
+    started = time.perf_counter()
+    train = data.splits["train"]
+    model = TfidfStanceModel.fit([normalize(x, normalization) for x in train["text"]], train["labels"], data.labels,
+                                 OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    model.save(model_dir)
+    normalization.save(model_dir)
+    return {"train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dict) -> None:
+    counts = {name: len(split) for name, split in data.splits.items()}
+    labels = ", ".join(f"`{label}`" for label in data.labels.id2label.values())
+    card = [
+        "---", "language: ar", "library_name: transformers" if cfg.model.kind != "tfidf" else "library_name: diplostance",
+        "pipeline_tag: text-classification", "tags: [stance-detection, arabic, cyber-diplomacy, diplostance]", "---", "",
+        f"# diplostance stance classifier ({cfg.model.name})", "",
+        "Target-specific stance classifier: for each target the logits are read as one distribution over "
+        f"{list(data.labels.polarities)}. Labels: {labels}.", "",
+        f"- Data: {data.description}; sentences per split: {counts}",
+        "- Text processing: `text_processing.json` (apply `diplostance.text.normalize` with these options "
+        "before tokenising)", "",
+        f"## Test metrics (split `{metrics['split']}`)", "", per_label_table(metrics), "",
+        summary_table({"all": metrics, **({"seed slice": metrics["seed_slice"]} if "seed_slice" in metrics else {})}),
+        "", "## Training config", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).strip(), "```", "",
+    ]
+    (model_dir / "README.md").write_text("\n".join(card), encoding="utf-8")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train the configured model, evaluate it on `cfg.eval_split`, write every output."""
+    started = time.perf_counter()
+    set_seed(cfg.seed)
+    if cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    data = load_data(cfg.data)
+    normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
+    model_dir = run_dir / MODEL_SUBDIR
+    if cfg.model.kind == "tfidf":
+        facts = train_tfidf(cfg.model.tfidf, data, normalization, model_dir)
+    else:
+        facts = train_transformer(cfg, data, normalization, run_dir)
+
+    baseline = None
+    if cfg.compare_baseline and cfg.model.kind != "tfidf":
+        baseline_dir = run_dir / "baseline"
+        train_tfidf(cfg.baseline.tfidf, data, normalization, baseline_dir / MODEL_SUBDIR)
+        baseline = evaluate_model(baseline_dir / MODEL_SUBDIR, data, cfg.eval_split, baseline_dir,
+                                  "tfidf baseline", n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+
+    metrics = evaluate_model(model_dir, data, cfg.eval_split, run_dir, f"diplostance: {cfg.model.name}",
+                             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, baseline=baseline)
+    metrics["training"] = {**facts, "total_seconds": round(time.perf_counter() - started, 1)}
+    metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
+    if baseline:
+        metrics["baseline"] = {k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice") if k in baseline}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    _model_card(model_dir, cfg, data, metrics)
+    return metrics
+
+
+__all__ = ["IGNORE_INDEX", "ConfigError", "padding_share", "train"]
