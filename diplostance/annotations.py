@@ -80,7 +80,9 @@ def read_jsonl(path: Path, problems: list[Problem]) -> list[Record]:
                 problems.append(Problem(path, number, "invalid-json", str(error)))
                 continue
             if not isinstance(data, dict):
-                problems.append(Problem(path, number, "not-an-object", f"expected a JSON object, got {type(data).__name__}"))
+                problems.append(
+                    Problem(path, number, "not-an-object", f"expected a JSON object, got {type(data).__name__}")
+                )
                 continue
             records.append(Record(data, path, number))
     return records
@@ -128,11 +130,15 @@ def _check_seed_offsets(record: Record, seeds_dir: Path, seed_texts: dict, probl
         seed_texts[doc_id] = path.read_text(encoding="utf-8") if path.is_file() else None
     seed = seed_texts[doc_id]
     if seed is None:
-        problems.append(Problem(record.path, record.line, "seed-file", f"no seed article {seeds_dir / (doc_id + '.txt')}"))
+        problems.append(
+            Problem(record.path, record.line, "seed-file", f"no seed article {seeds_dir / (doc_id + '.txt')}")
+        )
         return
     start, end = data.get("start"), data.get("end")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
-        problems.append(Problem(record.path, record.line, "seed-offsets", "seed records need integer 'start' and 'end'"))
+        problems.append(
+            Problem(record.path, record.line, "seed-offsets", "seed records need integer 'start' and 'end'")
+        )
     elif not 0 <= start < end <= len(seed) or seed[start:end] != data["text"]:
         problems.append(
             Problem(record.path, record.line, "seed-offsets", f"text does not equal {doc_id}.txt[{start}:{end}]")
@@ -160,8 +166,12 @@ def _check_seed_coverage(records: list[Record], seed_texts: dict, problems: list
         if missing:
             first = doc_records[0]
             problems.append(
-                Problem(first.path, first.line, "seed-coverage",
-                        f"{doc_id}: {len(missing)} non-whitespace characters in no span (first at offset {missing[0]})")
+                Problem(
+                    first.path,
+                    first.line,
+                    "seed-coverage",
+                    f"{doc_id}: {len(missing)} non-whitespace characters in no span (first at offset {missing[0]})",
+                )
             )
 
 
@@ -172,22 +182,39 @@ def _check_documents(records: list[Record], problems: list[Problem]) -> None:
         first = seen_ids.setdefault(record.data["id"], record)
         if first is not record:
             problems.append(
-                Problem(record.path, record.line, "duplicate-id", f"id '{record.data['id']}' already at {first.path}:{first.line}")
+                Problem(
+                    record.path,
+                    record.line,
+                    "duplicate-id",
+                    f"id '{record.data['id']}' already at {first.path}:{first.line}",
+                )
             )
         by_doc[record.data["doc_id"]].append(record)
     for doc_id, doc_records in by_doc.items():
         files = {r.path for r in doc_records}
         if len(files) > 1:
-            problems.append(Problem(doc_records[0].path, doc_records[0].line, "doc-in-two-files",
-                                    f"document '{doc_id}' has records in {sorted(map(str, files))}"))
+            problems.append(
+                Problem(
+                    doc_records[0].path,
+                    doc_records[0].line,
+                    "doc-in-two-files",
+                    f"document '{doc_id}' has records in {sorted(map(str, files))}",
+                )
+            )
         expected = 0
         for record in sorted(doc_records, key=lambda r: (r.data["sent_idx"], r.line)):
             idx = record.data["sent_idx"]
             if idx < expected:
                 problems.append(Problem(record.path, record.line, "sent-idx", f"{doc_id}: sent_idx {idx} repeated"))
             elif idx > expected:
-                problems.append(Problem(record.path, record.line, "sent-idx",
-                                        f"{doc_id}: sent_idx jumps to {idx}, expected {expected} (gap)"))
+                problems.append(
+                    Problem(
+                        record.path,
+                        record.line,
+                        "sent-idx",
+                        f"{doc_id}: sent_idx jumps to {idx}, expected {expected} (gap)",
+                    )
+                )
             expected = max(expected, idx + 1)
 
 
@@ -209,16 +236,26 @@ def read_splits(path: Path, problems: list[Problem]) -> dict[str, str]:
     for key_node, value_node in root.value:
         split = key_node.value
         if split not in SPLITS:
-            problems.append(Problem(path, key_node.start_mark.line + 1, "unknown-split", f"'{split}' is not one of {list(SPLITS)}"))
+            problems.append(
+                Problem(path, key_node.start_mark.line + 1, "unknown-split", f"'{split}' is not one of {list(SPLITS)}")
+            )
             continue
         if not isinstance(value_node, yaml.SequenceNode):
-            problems.append(Problem(path, value_node.start_mark.line + 1, "splits-file", f"'{split}' must list document ids"))
+            problems.append(
+                Problem(path, value_node.start_mark.line + 1, "splits-file", f"'{split}' must list document ids")
+            )
             continue
         for item in value_node.value:
             doc_id = str(item.value)
             if doc_id in doc_split:
-                problems.append(Problem(path, item.start_mark.line + 1, "doc-in-two-splits",
-                                        f"'{doc_id}' is in both {doc_split[doc_id]} and {split}"))
+                problems.append(
+                    Problem(
+                        path,
+                        item.start_mark.line + 1,
+                        "doc-in-two-splits",
+                        f"'{doc_id}' is in both {doc_split[doc_id]} and {split}",
+                    )
+                )
             else:
                 doc_split[doc_id] = split
     return doc_split
@@ -231,13 +268,26 @@ def _check_splits(records: list[Record], splits: dict[str, str], splits_path: Pa
         split = splits.get(doc_id)
         if split is None:
             if doc_id not in docs_seen:
-                problems.append(Problem(record.path, record.line, "doc-not-in-splits", f"document '{doc_id}' is not in {splits_path.name}"))
+                problems.append(
+                    Problem(
+                        record.path,
+                        record.line,
+                        "doc-not-in-splits",
+                        f"document '{doc_id}' is not in {splits_path.name}",
+                    )
+                )
         else:
             text = " ".join(record.data["text"].split())
             other = text_split.setdefault(text, (split, record))
             if other[0] != split:
-                problems.append(Problem(record.path, record.line, "text-in-two-splits",
-                                        f"text also in split '{other[0]}' at {other[1].path}:{other[1].line}"))
+                problems.append(
+                    Problem(
+                        record.path,
+                        record.line,
+                        "text-in-two-splits",
+                        f"text also in split '{other[0]}' at {other[1].path}:{other[1].line}",
+                    )
+                )
         docs_seen.add(doc_id)
     for doc_id in sorted(set(splits) - docs_seen):
         problems.append(Problem(splits_path, 0, "unknown-doc-in-splits", f"'{doc_id}' has no annotation records"))

@@ -95,9 +95,11 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
         raise DataError(f"{path}: data file not found")
     try:
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, na_filter=False)
+            return pd.read_csv(
+                path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, na_filter=False
+            )
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+            return pd.read_json(path, lines=True, dtype=False)
         if fmt == "parquet":
             return pd.read_parquet(path)
     except (ValueError, UnicodeDecodeError, OSError) as error:
@@ -135,8 +137,10 @@ class _Spelling:
 def _require_columns(frame: pd.DataFrame, names: list[str], path: str) -> None:
     missing = [n for n in names if n not in frame.columns]
     if missing:
-        raise DataError(f"{path}: column(s) {missing} not found; the file has {list(frame.columns)} "
-                        "(set data.columns.* to the file's column names)")
+        raise DataError(
+            f"{path}: column(s) {missing} not found; the file has {list(frame.columns)} "
+            "(set data.columns.* to the file's column names)"
+        )
 
 
 def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spelling, split: str) -> list[dict]:
@@ -151,8 +155,10 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
         try:
             return spell(value)
         except KeyError:
-            problems.append(f"{path}: {where}: unknown polarity {value!r} for target '{target}' "
-                            f"(known: {list(spell.polarities)}; add it to data.polarity_map)")
+            problems.append(
+                f"{path}: {where}: unknown polarity {value!r} for target '{target}' "
+                f"(known: {list(spell.polarities)}; add it to data.polarity_map)"
+            )
             return None
 
     records: dict[str, dict] = {}
@@ -163,13 +169,16 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
             problems.append(f"{path}: {where}: empty text in column '{columns['text']}'")
             continue
         key = str(row[id_col]) if id_col else text
-        record = records.setdefault(key, {
-            "id": str(row[id_col]) if id_col else f"{split}-{len(records)}",
-            "doc_id": str(row[doc_col]) if doc_col else None,
-            "text": text,
-            "source": str(row[source_col]) if source_col else "external",
-            "stances": {},
-        })
+        record = records.setdefault(
+            key,
+            {
+                "id": str(row[id_col]) if id_col else f"{split}-{len(records)}",
+                "doc_id": str(row[doc_col]) if doc_col else None,
+                "text": text,
+                "source": str(row[source_col]) if source_col else "external",
+                "stances": {},
+            },
+        )
         if layout == "long":
             _require_columns(frame, [columns["target"], columns["stance"]], path)
             target = str(row[columns["target"]]).strip()
@@ -186,7 +195,9 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
                     try:
                         raw = json.loads(raw)
                     except json.JSONDecodeError as error:
-                        problems.append(f"{path}: {where}: column '{columns['stances']}' is not a JSON object ({error})")
+                        problems.append(
+                            f"{path}: {where}: column '{columns['stances']}' is not a JSON object ({error})"
+                        )
                         continue
                 if not isinstance(raw, Mapping):
                     problems.append(f"{path}: {where}: column '{columns['stances']}' must hold an object, got {raw!r}")
@@ -242,7 +253,9 @@ def load_file_data(cfg: Mapping) -> StanceData:
             name: _rows_from_frame(read_table(path, fmt), path, cfg, spell, name) for name, path in files.items()
         }
         if "train" in by_split and "dev" not in by_split and cfg.get("dev_fraction", 0) > 0:
-            by_split.update(_seeded_split(by_split.pop("train"), {"dev": cfg["dev_fraction"]}, cfg["split_by"], cfg["seed"]))
+            by_split.update(
+                _seeded_split(by_split.pop("train"), {"dev": cfg["dev_fraction"]}, cfg["split_by"], cfg["seed"])
+            )
     else:
         raise DataError("data=file needs data.train (and optionally data.dev, data.test) or data.path")
 
@@ -250,11 +263,16 @@ def load_file_data(cfg: Mapping) -> StanceData:
     targets = tuple(cfg["targets"]) if cfg.get("targets") else found
     unknown = sorted(set(found) - set(targets))
     if unknown:
-        raise DataError(f"targets {unknown} are in the data but not in data.targets {list(targets)} "
-                        "(add them, or rename them with data.target_map)")
+        raise DataError(
+            f"targets {unknown} are in the data but not in data.targets {list(targets)} "
+            "(add them, or rename them with data.target_map)"
+        )
     labels = LabelSpace(targets, polarities)
-    splits = datasets.DatasetDict({
-        name: _to_dataset([{**r, "labels": labels.encode(r["stances"])} for r in rows], labels)
-        for name, rows in by_split.items() if rows
-    })
+    splits = datasets.DatasetDict(
+        {
+            name: _to_dataset([{**r, "labels": labels.encode(r["stances"])} for r in rows], labels)
+            for name, rows in by_split.items()
+            if rows
+        }
+    )
     return StanceData(labels, splits, f"{fmt} files {sorted(set(files.values()) | {cfg.get('path')} - {None})}")

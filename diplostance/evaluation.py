@@ -59,8 +59,14 @@ def score(predictions: np.ndarray, references: np.ndarray, labels: LabelSpace, n
     return result
 
 
-def score_dataset(probs: np.ndarray, dataset: datasets.Dataset, data: StanceData, model_labels: LabelSpace,
-                  n_resamples: int = 1000, seed: int = 0) -> dict:
+def score_dataset(
+    probs: np.ndarray,
+    dataset: datasets.Dataset,
+    data: StanceData,
+    model_labels: LabelSpace,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Overall metrics, plus the seed slice apart when the data has seed sentences."""
     refs = align_references(dataset, data.labels, model_labels)
     preds = probs.argmax(axis=-1)
@@ -80,12 +86,25 @@ def prediction_records(dataset: datasets.Dataset, probs: np.ndarray, refs: np.nd
                 "gold": None if refs[i, t] == IGNORE_INDEX else labels.polarities[refs[i, t]],
                 "probs": {p: round(float(probs[i, t, k]), 6) for k, p in enumerate(labels.polarities)},
             }
-        yield {"id": row["id"], "doc_id": row["doc_id"], "source": row["source"], "text": row["text"],
-               "stances": stances}
+        yield {
+            "id": row["id"],
+            "doc_id": row["doc_id"],
+            "source": row["source"],
+            "text": row["text"],
+            "stances": stances,
+        }
 
 
-def write_outputs(out_dir: Path, title: str, metrics: dict, dataset: datasets.Dataset, probs: np.ndarray,
-                  data: StanceData, model_labels: LabelSpace, baseline: dict | None = None) -> None:
+def write_outputs(
+    out_dir: Path,
+    title: str,
+    metrics: dict,
+    dataset: datasets.Dataset,
+    probs: np.ndarray,
+    data: StanceData,
+    model_labels: LabelSpace,
+    baseline: dict | None = None,
+) -> None:
     """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     refs = align_references(dataset, data.labels, model_labels)
@@ -98,9 +117,17 @@ def write_outputs(out_dir: Path, title: str, metrics: dict, dataset: datasets.Da
     write_report(out_dir / "report.md", title, metrics, records, plots, model_labels.polarities, baseline)
 
 
-def evaluate_model(model_dir: str | Path, data: StanceData, split: str, out_dir: Path, title: str,
-                   predictor_options: dict | None = None, n_resamples: int = 1000, seed: int = 0,
-                   baseline: dict | None = None) -> dict:
+def evaluate_model(
+    model_dir: str | Path,
+    data: StanceData,
+    split: str,
+    out_dir: Path,
+    title: str,
+    predictor_options: dict | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    baseline: dict | None = None,
+) -> dict:
     """Load a saved model, predict a split, score it and write every output."""
     predictor = load_predictor(model_dir, **(predictor_options or {}))
     dataset = data.split(split)

@@ -69,7 +69,9 @@ def _offline_message(name: str, error: Exception) -> str:
     )
 
 
-def load_pretrained(name_or_path: str, labels: LabelSpace, revision: str | None = None, trust_remote_code: bool = False):
+def load_pretrained(
+    name_or_path: str, labels: LabelSpace, revision: str | None = None, trust_remote_code: bool = False
+):
     """Tokenizer and classifier from a local folder, the local cache, or the Hub.
 
     The local folder and cache are tried first so an offline machine fails at once

@@ -35,7 +35,9 @@ def model_kind(model_dir: str | Path) -> str:
     if not model_dir.is_dir():
         raise ModelFolderError(f"{model_dir}: not a folder (model_dir must be a saved model folder, e.g. RUN/model)")
     if not (model_dir / TEXT_PROCESSING_FILE).is_file():
-        raise ModelFolderError(f"{model_dir}: {TEXT_PROCESSING_FILE} is missing: the folder was not saved by diplostance")
+        raise ModelFolderError(
+            f"{model_dir}: {TEXT_PROCESSING_FILE} is missing: the folder was not saved by diplostance"
+        )
     if (model_dir / TFIDF_CONFIG).is_file():
         return "tfidf"
     config = model_dir / "config.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 MAX_ERRORS_SHOWN = 40
 
@@ -22,25 +22,32 @@ def per_label_table(metrics: dict) -> str:
     lines = ["| target | polarity | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
     for target, scores in metrics["targets"].items():
         for polarity, s in scores["labels"].items():
-            lines.append(f"| {target} | {polarity} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | "
-                         f"{_fmt(s['f1'])} | {s['support']} |")
+            lines.append(
+                f"| {target} | {polarity} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | "
+                f"{_fmt(s['f1'])} | {s['support']} |"
+            )
         lines.append(f"| **{target}** | f_avg {_fmt(scores['f_avg'])} | | | macro-F1 {_fmt(scores['macro_f1'])} | |")
-    lines.append(f"| **overall** | macro_f_avg {_fmt(metrics['macro_f_avg'])} | | | "
-                 f"macro_f1 {_fmt(metrics['macro_f1'])} | {metrics['num_examples']} sentences |")
+    lines.append(
+        f"| **overall** | macro_f_avg {_fmt(metrics['macro_f_avg'])} | | | "
+        f"macro_f1 {_fmt(metrics['macro_f1'])} | {metrics['num_examples']} sentences |"
+    )
     return "\n".join(lines)
 
 
 def summary_table(named_metrics: dict[str, dict]) -> str:
     """Markdown: macro_f_avg (with CI) and each target's f_avg for several models or slices."""
     targets = list(dict.fromkeys(t for m in named_metrics.values() for t in m["targets"]))
-    lines = ["| | macro_f_avg | 95% CI | " + " | ".join(f"{t} f_avg" for t in targets) + " | macro_f1 |",
-             "|---|---|---|" + "---|" * len(targets) + "---|"]
+    lines = [
+        "| | macro_f_avg | 95% CI | " + " | ".join(f"{t} f_avg" for t in targets) + " | macro_f1 |",
+        "|---|---|---|" + "---|" * len(targets) + "---|",
+    ]
     for name, m in named_metrics.items():
         ci = m.get("bootstrap", {}).get("macro_f_avg")
         cells = [_fmt(m["targets"][t]["f_avg"]) if t in m["targets"] else "–" for t in targets]
         ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–"
-        lines.append(f"| {name} | {_fmt(m['macro_f_avg'])} | {ci_text} | " + " | ".join(cells)
-                     + f" | {_fmt(m['macro_f1'])} |")
+        lines.append(
+            f"| {name} | {_fmt(m['macro_f_avg'])} | {ci_text} | " + " | ".join(cells) + f" | {_fmt(m['macro_f1'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -69,14 +76,28 @@ def write_confusion_plots(out_dir: Path, metrics: dict, polarities) -> list[str]
 
 def _confusion_markdown(matrix, polarities) -> str:
     lines = ["| gold \\ predicted | " + " | ".join(polarities) + " |", "|---|" + "---|" * len(polarities)]
-    lines += [f"| {p} | " + " | ".join(str(v) for v in row) + " |" for p, row in zip(polarities, matrix)]
+    lines += [f"| {p} | " + " | ".join(str(v) for v in row) + " |" for p, row in zip(polarities, matrix, strict=True)]
     return "\n".join(lines)
 
 
-def write_report(path: Path, title: str, metrics: dict, records: list[dict], plots: list[str], polarities,
-                 baseline: dict | None = None) -> None:
-    parts = [f"# {title}", "", f"Data: {metrics.get('data', '')}, split `{metrics.get('split', '')}`, "
-             f"{metrics['num_examples']} sentences.", "", "## Per-label metrics", "", per_label_table(metrics)]
+def write_report(
+    path: Path,
+    title: str,
+    metrics: dict,
+    records: list[dict],
+    plots: list[str],
+    polarities,
+    baseline: dict | None = None,
+) -> None:
+    parts = [
+        f"# {title}",
+        "",
+        f"Data: {metrics.get('data', '')}, split `{metrics.get('split', '')}`, {metrics['num_examples']} sentences.",
+        "",
+        "## Per-label metrics",
+        "",
+        per_label_table(metrics),
+    ]
     compared = {"this model (all)": metrics}
     if "seed_slice" in metrics:
         compared["this model (seed slice)"] = metrics["seed_slice"]
@@ -87,20 +108,41 @@ def write_report(path: Path, title: str, metrics: dict, records: list[dict], plo
     parts += ["", "## Summary with 95% bootstrap intervals", "", summary_table(compared)]
     if "bootstrap" in metrics:
         b = metrics["bootstrap"]
-        parts += ["", f"Percentile bootstrap over sentences, {b['n_resamples']} resamples. Per-target f_avg intervals: "
-                  + ", ".join(f"{t} [{_fmt(v['f_avg'][0])}, {_fmt(v['f_avg'][1])}]" for t, v in b["targets"].items())]
+        parts += [
+            "",
+            f"Percentile bootstrap over sentences, {b['n_resamples']} resamples. Per-target f_avg intervals: "
+            + ", ".join(f"{t} [{_fmt(v['f_avg'][0])}, {_fmt(v['f_avg'][1])}]" for t, v in b["targets"].items()),
+        ]
     if "seed_slice" in metrics:
         parts += ["", "## Seed slice", "", per_label_table(metrics["seed_slice"])]
     parts += ["", "## Confusion matrices", ""]
-    for (target, scores), plot in zip(metrics["targets"].items(), plots):
-        parts += [f"### {target}", "", f"![{target}]({plot})", "", _confusion_markdown(scores["confusion"], polarities), ""]
-    errors = [r for r in records if any(s["gold"] is not None and s["gold"] != s["stance"] for s in r["stances"].values())]
-    parts += ["## Misclassified sentences", "", f"{len(errors)} of {len(records)} sentences have at least one wrong "
-              f"target" + (f"; the first {MAX_ERRORS_SHOWN} are shown." if len(errors) > MAX_ERRORS_SHOWN else "."), "",
-              "| id | source | text | wrong (gold → predicted) |", "|---|---|---|---|"]
+    for (target, scores), plot in zip(metrics["targets"].items(), plots, strict=True):
+        parts += [
+            f"### {target}",
+            "",
+            f"![{target}]({plot})",
+            "",
+            _confusion_markdown(scores["confusion"], polarities),
+            "",
+        ]
+    errors = [
+        r for r in records if any(s["gold"] is not None and s["gold"] != s["stance"] for s in r["stances"].values())
+    ]
+    parts += [
+        "## Misclassified sentences",
+        "",
+        f"{len(errors)} of {len(records)} sentences have at least one wrong "
+        f"target" + (f"; the first {MAX_ERRORS_SHOWN} are shown." if len(errors) > MAX_ERRORS_SHOWN else "."),
+        "",
+        "| id | source | text | wrong (gold → predicted) |",
+        "|---|---|---|---|",
+    ]
     for r in errors[:MAX_ERRORS_SHOWN]:
-        wrong = "; ".join(f"{t}: {s['gold']} → {s['stance']}" for t, s in r["stances"].items()
-                          if s["gold"] is not None and s["gold"] != s["stance"])
+        wrong = "; ".join(
+            f"{t}: {s['gold']} → {s['stance']}"
+            for t, s in r["stances"].items()
+            if s["gold"] is not None and s["gold"] != s["stance"]
+        )
         text = r["text"].replace("|", "\\|").replace("\n", " ")
         parts.append(f"| {r['id']} | {r['source']} | {text} | {wrong} |")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
@@ -115,15 +157,20 @@ def sweep_table(directory: str | Path) -> str:
             continue
         run = metrics_path.parent
         overrides_path = run / ".hydra" / "overrides.yaml"
-        overrides = overrides_path.read_text(encoding="utf-8").strip().replace("\n", " ") if overrides_path.is_file() else ""
+        overrides = (
+            overrides_path.read_text(encoding="utf-8").strip().replace("\n", " ") if overrides_path.is_file() else ""
+        )
         rows.append((run.relative_to(directory).as_posix() or ".", overrides, json.loads(metrics_path.read_text())))
     if not rows:
         raise FileNotFoundError(f"{directory}: no run folder with a metrics.json")
     targets = list(dict.fromkeys(t for *_, m in rows for t in m["targets"]))
-    lines = ["| run | overrides | macro_f_avg | " + " | ".join(f"{t} f_avg" for t in targets) + " | macro_f1 |",
-             "|---|---|---|" + "---|" * len(targets) + "---|"]
+    lines = [
+        "| run | overrides | macro_f_avg | " + " | ".join(f"{t} f_avg" for t in targets) + " | macro_f1 |",
+        "|---|---|---|" + "---|" * len(targets) + "---|",
+    ]
     for name, overrides, m in sorted(rows, key=lambda r: -r[2]["macro_f_avg"]):
         cells = [_fmt(m["targets"][t]["f_avg"]) if t in m["targets"] else "–" for t in targets]
-        lines.append(f"| {name} | {overrides} | {_fmt(m['macro_f_avg'])} | " + " | ".join(cells)
-                     + f" | {_fmt(m['macro_f1'])} |")
+        lines.append(
+            f"| {name} | {overrides} | {_fmt(m['macro_f_avg'])} | " + " | ".join(cells) + f" | {_fmt(m['macro_f1'])} |"
+        )
     return "\n".join(lines)

@@ -32,9 +32,7 @@ def _label_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return precision, recall, f1, support
 
 
-def stance_scores(
-    predictions, references, targets, polarities, neutral: str = NEUTRAL_POLARITY
-) -> dict:
+def stance_scores(predictions, references, targets, polarities, neutral: str = NEUTRAL_POLARITY) -> dict:
     """Score (n_examples, n_targets) polarity indices; IGNORE_INDEX marks unannotated.
 
     Targets with no annotated example are left out rather than scored as zero.
@@ -69,7 +67,7 @@ def stance_scores(
     return {
         "macro_f_avg": float(np.mean([s["f_avg"] for s in per_target.values()])),
         "macro_f1": float(np.mean([s["macro_f1"] for s in per_target.values()])),
-        "num_examples": int(len(ref)),
+        "num_examples": len(ref),
         "targets": per_target,
     }
 

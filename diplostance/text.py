@@ -141,16 +141,15 @@ def split_sentences(text: str) -> list[Sentence]:
             open_quotes.pop()
         elif char == '"':
             straight_quote_open = not straight_quote_open
-        elif char in TERMINATORS and not open_quotes and not straight_quote_open:
-            if not _keeps_sentence_open(text, i):
-                j = i + 1
-                while j < n and text[j] in TERMINATORS:
-                    j += 1
-                while j < n and text[j] in CLOSERS and text[j] != '"':
-                    j += 1
-                boundaries.append(j)
-                i = j
-                continue
+        elif char in TERMINATORS and not open_quotes and not straight_quote_open and not _keeps_sentence_open(text, i):
+            j = i + 1
+            while j < n and text[j] in TERMINATORS:
+                j += 1
+            while j < n and text[j] in CLOSERS and text[j] != '"':
+                j += 1
+            boundaries.append(j)
+            i = j
+            continue
         i += 1
     boundaries.append(n)
 

@@ -50,8 +50,9 @@ def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max
         return encoded
 
     keep = {"labels"}
-    return data.splits.map(encode, batched=True, remove_columns=[c for c in data.splits["train"].column_names
-                                                                   if c not in keep])
+    return data.splits.map(
+        encode, batched=True, remove_columns=[c for c in data.splits["train"].column_names if c not in keep]
+    )
 
 
 def _metrics_fn(labels: LabelSpace):
@@ -147,14 +148,19 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     if t.resume:
         resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
         if resume is None:
-            raise ConfigError(f"training.resume=true but no checkpoint in {args.output_dir}: point hydra.run.dir at "
-                              "the interrupted run's folder")
+            raise ConfigError(
+                f"training.resume=true but no checkpoint in {args.output_dir}: point hydra.run.dir at "
+                "the interrupted run's folder"
+            )
         log.info("resuming from %s", resume)
     share = padding_share(trainer.get_train_dataloader())
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     model_dir = run_dir / MODEL_SUBDIR
-    trainer.save_model(str(model_dir))  # the best checkpoint (load_best_model_at_end), tokenizer included
+    # The best checkpoint (load_best_model_at_end). save_pretrained rather than Trainer.save_model, which
+    # adds training_args.bin, a pickle: model folders must load without executing code.
+    trainer.model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
     normalization.save(model_dir)
     return {
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -170,8 +176,12 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
 def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
     started = time.perf_counter()
     train = data.splits["train"]
-    model = TfidfStanceModel.fit([normalize(x, normalization) for x in train["text"]], train["labels"], data.labels,
-                                 OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    model = TfidfStanceModel.fit(
+        [normalize(x, normalization) for x in train["text"]],
+        train["labels"],
+        data.labels,
+        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg,
+    )
     model.save(model_dir)
     normalization.save(model_dir)
     return {"train_seconds": round(time.perf_counter() - started, 1)}
@@ -181,17 +191,34 @@ def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dic
     counts = {name: len(split) for name, split in data.splits.items()}
     labels = ", ".join(f"`{label}`" for label in data.labels.id2label.values())
     card = [
-        "---", "language: ar", "library_name: transformers" if cfg.model.kind != "tfidf" else "library_name: diplostance",
-        "pipeline_tag: text-classification", "tags: [stance-detection, arabic, cyber-diplomacy, diplostance]", "---", "",
-        f"# diplostance stance classifier ({cfg.model.name})", "",
+        "---",
+        "language: ar",
+        "library_name: transformers" if cfg.model.kind != "tfidf" else "library_name: diplostance",
+        "pipeline_tag: text-classification",
+        "tags: [stance-detection, arabic, cyber-diplomacy, diplostance]",
+        "---",
+        "",
+        f"# diplostance stance classifier ({cfg.model.name})",
+        "",
         "Target-specific stance classifier: for each target the logits are read as one distribution over "
-        f"{list(data.labels.polarities)}. Labels: {labels}.", "",
+        f"{list(data.labels.polarities)}. Labels: {labels}.",
+        "",
         f"- Data: {data.description}; sentences per split: {counts}",
         "- Text processing: `text_processing.json` (apply `diplostance.text.normalize` with these options "
-        "before tokenising)", "",
-        f"## Test metrics (split `{metrics['split']}`)", "", per_label_table(metrics), "",
+        "before tokenising)",
+        "",
+        f"## Test metrics (split `{metrics['split']}`)",
+        "",
+        per_label_table(metrics),
+        "",
         summary_table({"all": metrics, **({"seed slice": metrics["seed_slice"]} if "seed_slice" in metrics else {})}),
-        "", "## Training config", "", "```yaml", OmegaConf.to_yaml(cfg, resolve=True).strip(), "```", "",
+        "",
+        "## Training config",
+        "",
+        "```yaml",
+        OmegaConf.to_yaml(cfg, resolve=True).strip(),
+        "```",
+        "",
     ]
     (model_dir / "README.md").write_text("\n".join(card), encoding="utf-8")
 
@@ -214,15 +241,32 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.compare_baseline and cfg.model.kind != "tfidf":
         baseline_dir = run_dir / "baseline"
         train_tfidf(cfg.baseline.tfidf, data, normalization, baseline_dir / MODEL_SUBDIR)
-        baseline = evaluate_model(baseline_dir / MODEL_SUBDIR, data, cfg.eval_split, baseline_dir,
-                                  "tfidf baseline", n_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        baseline = evaluate_model(
+            baseline_dir / MODEL_SUBDIR,
+            data,
+            cfg.eval_split,
+            baseline_dir,
+            "tfidf baseline",
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+        )
 
-    metrics = evaluate_model(model_dir, data, cfg.eval_split, run_dir, f"diplostance: {cfg.model.name}",
-                             n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, baseline=baseline)
+    metrics = evaluate_model(
+        model_dir,
+        data,
+        cfg.eval_split,
+        run_dir,
+        f"diplostance: {cfg.model.name}",
+        n_resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+        baseline=baseline,
+    )
     metrics["training"] = {**facts, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
     if baseline:
-        metrics["baseline"] = {k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice") if k in baseline}
+        metrics["baseline"] = {
+            k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice") if k in baseline
+        }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     _model_card(model_dir, cfg, data, metrics)
     return metrics

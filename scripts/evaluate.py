@@ -20,9 +20,16 @@ from diplostance.reports import per_label_table
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     model_dir = Path(to_absolute_path(cfg.model_dir))
-    metrics = evaluate_model(model_dir, load_data(cfg.data), cfg.split, run_dir, f"evaluation of {model_dir}",
-                             predictor_options=OmegaConf.to_container(cfg.predictor), n_resamples=cfg.bootstrap_resamples,
-                             seed=cfg.seed)
+    metrics = evaluate_model(
+        model_dir,
+        load_data(cfg.data),
+        cfg.split,
+        run_dir,
+        f"evaluation of {model_dir}",
+        predictor_options=OmegaConf.to_container(cfg.predictor),
+        n_resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+    )
     print(per_label_table(metrics))
     print(f"outputs in {run_dir}")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import logging
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig

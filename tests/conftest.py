@@ -1,0 +1,64 @@
+"""Shared fixtures: composed Hydra configs and small trained models (built once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# A transformer small enough to train in seconds; quality is not the point here.
+FAST_TINY = [
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "model.vocab_size=1500",
+    "training.epochs=2",
+    "training.progress_bar=false",
+    "training.use_cpu=true",
+    "bootstrap_resamples=0",
+    "compare_baseline=false",
+]
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """The config `scripts/<config_name>.py` would see with these command-line overrides."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def train_config(*overrides: str):
+    return compose_config("train", [f"data.directory={ROOT / 'annotations'}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder of a tiny transformer trained on the shipped corpus."""
+    from diplostance.training import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train(train_config(*FAST_TINY), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_run) -> Path:
+    return tiny_run / "model"
+
+
+@pytest.fixture(scope="session")
+def tfidf_run(tmp_path_factory) -> Path:
+    from diplostance.training import train
+
+    run_dir = tmp_path_factory.mktemp("tfidf_run")
+    train(train_config("model=tfidf", "bootstrap_resamples=0"), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tfidf_model_dir(tfidf_run) -> Path:
+    return tfidf_run / "model"
