@@ -122,6 +122,10 @@ def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem]) -
     return True
 
 
+def _has_int_offsets(data: dict) -> bool:
+    return all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool) for k in ("start", "end"))
+
+
 def _check_seed_offsets(record: Record, seeds_dir: Path, seed_texts: dict, problems: list[Problem]) -> None:
     data = record.data
     doc_id = data["doc_id"]
@@ -135,7 +139,7 @@ def _check_seed_offsets(record: Record, seeds_dir: Path, seed_texts: dict, probl
         )
         return
     start, end = data.get("start"), data.get("end")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
+    if not _has_int_offsets(data):
         problems.append(
             Problem(record.path, record.line, "seed-offsets", "seed records need integer 'start' and 'end'")
         )
@@ -149,12 +153,12 @@ def _check_seed_coverage(records: list[Record], seed_texts: dict, problems: list
     """The spans of a seed article's records cover all of its non-whitespace characters."""
     by_doc = defaultdict(list)
     for record in records:
-        if record.data.get("source") == "seed" and isinstance(record.data.get("start"), int):
+        if record.data.get("source") == "seed":
             by_doc[record.data["doc_id"]].append(record)
     for doc_id, doc_records in by_doc.items():
         text = seed_texts.get(doc_id)
-        if text is None:
-            continue
+        if text is None or not all(_has_int_offsets(r.data) for r in doc_records):
+            continue  # already reported as seed-file / seed-offsets
         covered = [False] * len(text)
         for record in doc_records:
             for i in range(max(record.data["start"], 0), min(record.data["end"], len(text))):
@@ -218,8 +222,8 @@ def _check_documents(records: list[Record], problems: list[Problem]) -> None:
             expected = max(expected, idx + 1)
 
 
-def read_splits(path: Path, problems: list[Problem]) -> dict[str, str]:
-    """splits.yaml: {train: [doc_id, ...], dev: [...], test: [...]} -> doc_id -> split."""
+def read_splits(path: Path, problems: list[Problem]) -> dict[str, tuple[str, int]]:
+    """splits.yaml: {train: [doc_id, ...], dev: [...], test: [...]} -> doc_id -> (split, line)."""
     if not path.is_file():
         problems.append(Problem(path, 0, "splits-file", "splits.yaml is missing"))
         return {}
@@ -232,7 +236,7 @@ def read_splits(path: Path, problems: list[Problem]) -> dict[str, str]:
     if not isinstance(root, yaml.MappingNode):
         problems.append(Problem(path, 1, "splits-file", f"expected a mapping of {list(SPLITS)} to document lists"))
         return {}
-    doc_split: dict[str, str] = {}
+    doc_split: dict[str, tuple[str, int]] = {}
     for key_node, value_node in root.value:
         split = key_node.value
         if split not in SPLITS:
@@ -253,19 +257,21 @@ def read_splits(path: Path, problems: list[Problem]) -> dict[str, str]:
                         path,
                         item.start_mark.line + 1,
                         "doc-in-two-splits",
-                        f"'{doc_id}' is in both {doc_split[doc_id]} and {split}",
+                        f"'{doc_id}' is in both {doc_split[doc_id][0]} and {split}",
                     )
                 )
             else:
-                doc_split[doc_id] = split
+                doc_split[doc_id] = (split, item.start_mark.line + 1)
     return doc_split
 
 
-def _check_splits(records: list[Record], splits: dict[str, str], splits_path: Path, problems: list[Problem]) -> None:
+def _check_splits(
+    records: list[Record], splits: dict[str, tuple[str, int]], splits_path: Path, problems: list[Problem]
+) -> None:
     docs_seen, text_split = set(), {}
     for record in records:
         doc_id = record.data["doc_id"]
-        split = splits.get(doc_id)
+        split = splits[doc_id][0] if doc_id in splits else None
         if split is None:
             if doc_id not in docs_seen:
                 problems.append(
@@ -290,7 +296,9 @@ def _check_splits(records: list[Record], splits: dict[str, str], splits_path: Pa
                 )
         docs_seen.add(doc_id)
     for doc_id in sorted(set(splits) - docs_seen):
-        problems.append(Problem(splits_path, 0, "unknown-doc-in-splits", f"'{doc_id}' has no annotation records"))
+        problems.append(
+            Problem(splits_path, splits[doc_id][1], "unknown-doc-in-splits", f"'{doc_id}' has no annotation records")
+        )
 
 
 def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> Corpus:
@@ -313,10 +321,10 @@ def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> C
     _check_seed_coverage(usable, seed_texts, problems)
     _check_documents(usable, problems)
     splits_path = directory / "splits.yaml"
-    splits = read_splits(splits_path, problems)
-    _check_splits(usable, splits, splits_path, problems)
+    split_entries = read_splits(splits_path, problems)
+    _check_splits(usable, split_entries, splits_path, problems)
     problems.sort(key=lambda p: (str(p.path), p.line))
-    return Corpus(labels, usable, splits, problems)
+    return Corpus(labels, usable, {doc_id: split for doc_id, (split, _) in split_entries.items()}, problems)
 
 
 def count_table(corpus: Corpus) -> str:

@@ -91,7 +91,9 @@ class TfidfStanceModel:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"idf": self.vectorizer.idf_.astype(np.float64), **self.weights}, str(directory / TFIDF_FILE))
+        # safetensors writes raw buffers: a Fortran-ordered coef_ would come back scrambled.
+        tensors = {"idf": self.vectorizer.idf_.astype(np.float64), **self.weights}
+        save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(directory / TFIDF_FILE))
         vocabulary = {term: int(index) for term, index in self.vectorizer.vocabulary_.items()}
         (directory / VOCABULARY_FILE).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
         config = {

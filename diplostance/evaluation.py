@@ -39,8 +39,9 @@ def align_references(dataset: datasets.Dataset, data_labels: LabelSpace, model_l
     refs = np.full((len(dataset), len(model_labels.targets)), IGNORE_INDEX, dtype=int)
     for t, target in enumerate(data_labels.targets):
         column = gold[:, t]
+        annotated = column != IGNORE_INDEX
         mapped = np.array([model_labels.polarities.index(p) for p in data_labels.polarities])
-        refs[:, model_labels.targets.index(target)] = np.where(column == IGNORE_INDEX, IGNORE_INDEX, mapped[column])
+        refs[annotated, model_labels.targets.index(target)] = mapped[column[annotated]]
     return refs
 
 

@@ -6,13 +6,15 @@ Every transformer is a stock `AutoModelForSequenceClassification` with one outpu
 
 from __future__ import annotations
 
+import heapq
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertTokenizer
 
 from diplostance.schema import IGNORE_INDEX, LabelSpace
@@ -24,19 +26,80 @@ class ModelUnavailableError(RuntimeError):
     """A model that is neither a local folder nor in the local Hugging Face cache."""
 
 
-def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BertTokenizer:
-    """A cased WordPiece vocabulary trained on `texts`, wrapped as a stock BertTokenizer."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
+def learn_wordpiece_vocab(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> list[str]:
+    """A WordPiece vocabulary by BPE-style merges of the most frequent adjacent pieces.
+
+    Written here rather than using `tokenizers.trainers.WordPieceTrainer`, whose
+    result changes from run to run (ties are broken in hash-map order: two trainings
+    on the same text gave different token sets), which would make CI retraining
+    non-reproducible. Ties are broken by the pieces themselves, so the same text
+    always gives the same vocabulary. Continuation pieces carry the `##` prefix.
+    """
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    word_counts: Counter = Counter()
+    for text in texts:
+        word_counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    words = [[w[0], *("##" + c for c in w[1:])] for w in sorted(word_counts)]
+    counts = [word_counts[w] for w in sorted(word_counts)]
+    alphabet = sorted({piece for word in words for piece in word})
+    vocab = SPECIAL_TOKENS + [p for p in alphabet if p not in SPECIAL_TOKENS]
+
+    pair_counts: Counter = Counter()
+    pair_words: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:], strict=False):
+            pair_counts[pair] += counts[i]
+            pair_words[pair].add(i)
+    heap = [(-n, pair) for pair, n in pair_counts.items()]
+    heapq.heapify(heap)
+    known = set(vocab)
+    while len(vocab) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if pair_counts.get(pair, 0) != -negative:
+            continue  # a stale entry: this pair's count changed since it was pushed
+        if -negative < min_frequency:
+            break
+        merged = pair[0] + pair[1].removeprefix("##")
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(pair_words.pop(pair, ())):
+            word, n = words[i], counts[i]
+            for old in zip(word, word[1:], strict=False):
+                pair_counts[old] -= n
+                changed.add(old)
+            j, out = 0, []
+            while j < len(word):
+                if j + 1 < len(word) and (word[j], word[j + 1]) == pair:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(word[j])
+                    j += 1
+            words[i] = out
+            for new in zip(out, out[1:], strict=False):
+                pair_counts[new] += n
+                pair_words[new].add(i)
+                changed.add(new)
+        pair_counts.pop(pair, None)
+        for other in changed:
+            if pair_counts.get(other, 0) > 0:
+                heapq.heappush(heap, (-pair_counts[other], other))
+    return vocab
+
+
+def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BertTokenizer:
+    """A cased WordPiece tokenizer trained on `texts`, as a stock (tokenizers-backed) BertTokenizer."""
+    vocab = learn_wordpiece_vocab(texts, vocab_size, min_frequency)
     return BertTokenizer(
-        vocab=tokenizer.get_vocab(), do_lower_case=False, strip_accents=False, tokenize_chinese_chars=False
+        vocab={piece: i for i, piece in enumerate(vocab)},
+        do_lower_case=False,
+        strip_accents=False,
+        tokenize_chinese_chars=False,
     )
 
 

@@ -145,7 +145,7 @@ def split_sentences(text: str) -> list[Sentence]:
             j = i + 1
             while j < n and text[j] in TERMINATORS:
                 j += 1
-            while j < n and text[j] in CLOSERS and text[j] != '"':
+            while j < n and text[j] in CLOSERS:  # a quote right after the stop closes a quotation
                 j += 1
             boundaries.append(j)
             i = j

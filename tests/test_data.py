@@ -99,12 +99,12 @@ def test_missing_column_names_the_column_and_what_the_file_has():
 
 
 def test_missing_file_is_named():
-    with pytest.raises(DataError, match="nope.csv: data file not found"):
+    with pytest.raises(DataError, match=r"nope\.csv: data file not found"):
         load_data(file_data("data.train=nope.csv"))
 
 
 def test_bad_format_is_a_config_error():
-    with pytest.raises(DataError, match="data.format must be one of"):
+    with pytest.raises(DataError, match=r"data\.format must be one of"):
         load_data(file_data("data.format=xlsx", f"data.train={DATA / 'long_train.csv'}"))
 
 
