@@ -7,6 +7,7 @@ Every transformer is a stock `AutoModelForSequenceClassification` with one outpu
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -50,7 +51,7 @@ def learn_wordpiece_vocab(texts: Iterable[str], vocab_size: int, min_frequency: 
     pair_counts: Counter = Counter()
     pair_words: dict[tuple[str, str], set[int]] = defaultdict(set)
     for i, word in enumerate(words):
-        for pair in zip(word, word[1:], strict=False):
+        for pair in itertools.pairwise(word):
             pair_counts[pair] += counts[i]
             pair_words[pair].add(i)
     heap = [(-n, pair) for pair, n in pair_counts.items()]
@@ -69,7 +70,7 @@ def learn_wordpiece_vocab(texts: Iterable[str], vocab_size: int, min_frequency: 
         changed: set[tuple[str, str]] = set()
         for i in sorted(pair_words.pop(pair, ())):
             word, n = words[i], counts[i]
-            for old in zip(word, word[1:], strict=False):
+            for old in itertools.pairwise(word):
                 pair_counts[old] -= n
                 changed.add(old)
             j, out = 0, []
@@ -81,7 +82,7 @@ def learn_wordpiece_vocab(texts: Iterable[str], vocab_size: int, min_frequency: 
                     out.append(word[j])
                     j += 1
             words[i] = out
-            for new in zip(out, out[1:], strict=False):
+            for new in itertools.pairwise(out):
                 pair_counts[new] += n
                 pair_words[new].add(i)
                 changed.add(new)

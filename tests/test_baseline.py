@@ -7,10 +7,24 @@ from diplostance.baseline import TfidfStanceModel
 from diplostance.schema import IGNORE_INDEX, LabelSpace
 
 LABELS = LabelSpace(("treaty", "bilateral"), ("favor", "against", "none"))
-OPTIONS = {"analyzer": "char_wb", "ngram_range": [2, 4], "min_df": 1, "max_features": None, "sublinear_tf": True,
-           "C": 4.0, "max_iter": 500, "class_weight": True}
-TEXTS = ["ندعم اتفاقية أممية ملزمة", "نرفض معاهدة جديدة", "عقد الاجتماع في جنيف", "نؤيد الحوار الثنائي مع موسكو",
-         "علقت واشنطن الحوار الثنائي", "افتتحت الدورة اليوم"]
+OPTIONS = {
+    "analyzer": "char_wb",
+    "ngram_range": [2, 4],
+    "min_df": 1,
+    "max_features": None,
+    "sublinear_tf": True,
+    "C": 4.0,
+    "max_iter": 500,
+    "class_weight": True,
+}
+TEXTS = [
+    "ندعم اتفاقية أممية ملزمة",
+    "نرفض معاهدة جديدة",
+    "عقد الاجتماع في جنيف",
+    "نؤيد الحوار الثنائي مع موسكو",
+    "علقت واشنطن الحوار الثنائي",
+    "افتتحت الدورة اليوم",
+]
 ROWS = [[0, 2], [1, 2], [2, 2], [2, 0], [2, 1], [2, IGNORE_INDEX]]
 
 
