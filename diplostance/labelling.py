@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from diplostance.baseline import TFIDF_CONFIG, TFIDF_FILE, VOCABULARY_FILE
 from diplostance.predictor import PRECISIONS, ModelFolderError, load_predictor, model_kind
@@ -310,7 +311,7 @@ def _parse_jsonl_line(path: str, lineno: int, raw: bytes, id_field: str, text_fi
     except UnicodeDecodeError as error:
         return bad(_decode_error(raw, error, f"byte {error.start + 1} of the line"))
     except json.JSONDecodeError as error:
-        return bad(f"not JSON: {error.msg} at column {error.colno}")
+        return bad(f"not JSON: {error.msg.removesuffix(' at')} at column {error.colno}")
     if not isinstance(record, dict):
         return bad(f"not a JSON object (a {type(record).__name__})")
     if text_field not in record:
@@ -664,12 +665,12 @@ class LabelSummary:
         return self.counts.failed > 0
 
     def lines(self) -> list[str]:
-        rate = self.counts.sentences / self.seconds if self.seconds else 0.0
+        """What the command prints last: where the outputs are, then the counts."""
         errors = f", listed in {self.paths.errors}" if self.counts.failed else ""
         return [
             f"outputs: {self.paths.records}, {self.paths.docs}, {self.paths.errors}",
             f"labelled {self.counts.articles} articles ({self.counts.sentences} sentences) from {self.sources} "
-            f"input files in {self.seconds:.1f} s ({rate:.1f} sentences/s){', resumed' if self.resumed else ''}",
+            f"input files in {self.seconds:.1f} s{' (resumed)' if self.resumed else ''}",
             f"failed: {self.counts.failed} input(s) (files or lines){errors}",
         ]
 
@@ -726,8 +727,11 @@ def _label_items(items, predictor, labels, streams: PartialStreams, window_sente
         flush()
 
 
-def label(cfg: Mapping | DictConfig | LabelOptions) -> LabelSummary:
+def label(cfg: Mapping | DictConfig | LabelOptions, predictor=None) -> LabelSummary:
     """Label every article named by `cfg.inputs`; see `configs/label.yaml` for the options.
+
+    `predictor` (from `load_predictor(cfg.model_dir, ...)`, with the same precision) saves
+    loading the model again when a program labels several batches.
 
     Raises ModelFolderError or LabellingError before any input is read when the model folder,
     the options or the output location cannot work. Bad input files or lines do not raise:
@@ -751,15 +755,14 @@ def label(cfg: Mapping | DictConfig | LabelOptions) -> LabelSummary:
             raise
         resumed = state.next_item != [0, 0] or state.phase == "finishing"
         if state.phase == "labelling":
-            _run_labelling(options, kind, labels, sources, state)
+            _run_labelling(options, kind, labels, sources, state, predictor)
         _finish(paths, state)
     n_files = sum(s.kind != "error" for s in sources)
     return LabelSummary(paths, state.counts, n_files, time.perf_counter() - started, resumed)
 
 
-def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources, state: RunState) -> None:
-    from tqdm import tqdm
-
+def load_labelling_predictor(options: LabelOptions, kind: str):
+    """The predictor for `options`; the tfidf predictor takes no arithmetic options."""
     predictor_options = {}
     if kind == "transformer":
         predictor_options = {
@@ -769,9 +772,14 @@ def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources
             "num_threads": options.num_threads,
         }
     try:
-        predictor = load_predictor(options.model_dir, **predictor_options)
+        return load_predictor(options.model_dir, **predictor_options)
     except (OSError, ValueError) as error:
         raise ModelFolderError(f"{options.model_dir}: the model cannot be loaded: {error}") from error
+
+
+def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources, state: RunState, predictor) -> None:
+    if predictor is None:
+        predictor = load_labelling_predictor(options, kind)
     items = iter_items(sources, options.jsonl_id_field, options.jsonl_text_field, state.next_item)
     streams = PartialStreams(options.output.work, state)
     bar = tqdm(

@@ -30,7 +30,7 @@ from diplostance.data import StanceData, load_data
 from diplostance.evaluation import evaluate_model
 from diplostance.modeling import build_tiny_model, class_weights_from_labels, load_pretrained, stance_loss
 from diplostance.reports import per_label_table, summary_table
-from diplostance.schema import IGNORE_INDEX, LabelSpace
+from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
 from diplostance.text import TextNormalization, normalize
 
@@ -113,8 +113,8 @@ def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> Traini
     )
 
 
-def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNormalization, run_dir: Path) -> dict:
-    """Fine-tune, save the best model to run_dir/model; returns training facts for metrics.json."""
+def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormalization, run_dir: Path) -> Trainer:
+    """The configured model, tokenised data and HF Trainer, ready to train."""
     m, t = cfg.model, cfg.training
     if "dev" not in data.splits:
         raise ConfigError("training needs a dev split for early stopping: add data.dev or set data.dev_fraction > 0")
@@ -132,10 +132,9 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     def loss_fn(outputs, labels, num_items_in_batch=None):
         return stance_loss(outputs.logits, labels, n_pol, weights)
 
-    args = _training_arguments(cfg, run_dir, has_dev=True)
     trainer = Trainer(
         model=model,
-        args=args,
+        args=_training_arguments(cfg, run_dir, has_dev=True),
         train_dataset=encoded["train"],
         eval_dataset=encoded["dev"],
         processing_class=tokenizer,
@@ -144,13 +143,21 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
         compute_metrics=_metrics_fn(data.labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)],
     )
+    trainer.class_weights = weights  # kept for metrics.json
+    return trainer
+
+
+def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNormalization, run_dir: Path) -> dict:
+    """Fine-tune, save the best model to run_dir/model; returns training facts for metrics.json."""
+    trainer = build_trainer(cfg, data, normalization, run_dir)
+    checkpoints = trainer.args.output_dir
     resume = None
-    if t.resume:
-        resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if cfg.training.resume:
+        resume = get_last_checkpoint(checkpoints) if Path(checkpoints).is_dir() else None
         if resume is None:
             raise ConfigError(
-                f"training.resume=true but no checkpoint in {args.output_dir}: point hydra.run.dir at "
-                "the interrupted run's folder"
+                f"training.resume=true but no checkpoint in {checkpoints}: "
+                "point hydra.run.dir at the interrupted run's folder"
             )
         log.info("resuming from %s", resume)
     share = padding_share(trainer.get_train_dataloader())
@@ -160,8 +167,9 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     # The best checkpoint (load_best_model_at_end). save_pretrained rather than Trainer.save_model, which
     # adds training_args.bin, a pickle: model folders must load without executing code.
     trainer.model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    trainer.processing_class.save_pretrained(model_dir)
     normalization.save(model_dir)
+    weights = trainer.class_weights
     return {
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_loss": result.training_loss,
@@ -270,6 +278,3 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     _model_card(model_dir, cfg, data, metrics)
     return metrics
-
-
-__all__ = ["IGNORE_INDEX", "ConfigError", "padding_share", "train"]

@@ -1,0 +1,175 @@
+"""The model-quality gate: compare a run's metrics.json with a committed baseline.
+
+Gated figures: `macro_f_avg`, each target's `f_avg`, and the seed slice's
+`macro_f_avg`. Each has its own tolerance, derived when the baseline is written:
+
+    tolerance = max(3 * seed_std, bootstrap_std)
+
+`seed_std` is the standard deviation of the figure over trainings that differ only
+in their seed (run-to-run variation); `bootstrap_std` is the standard error of the
+figure from test-set resampling, estimated from the 95% bootstrap interval as
+(high - low) / 3.92. The second term is a floor for models whose training does not
+depend on the seed (tfidf): a drop smaller than the test set can resolve is noise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+Z_95 = 3.92  # width of a 95% normal interval in standard deviations
+SEED_SIGMAS = 3.0
+
+
+class GateError(ValueError):
+    """A metrics or baseline file the gate cannot judge: never a pass."""
+
+
+@dataclass(frozen=True)
+class GateRow:
+    metric: str
+    baseline: float
+    now: float
+    tolerance: float
+
+    @property
+    def delta(self) -> float:
+        return self.now - self.baseline
+
+    @property
+    def passed(self) -> bool:
+        return self.delta >= -self.tolerance - 1e-12
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise GateError(f"{path}: {what} file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise GateError(f"{path}: {what} file is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise GateError(f"{path}: {what} file must hold a JSON object")
+    return data
+
+
+def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
+    """The gated figures of a metrics.json; a missing or non-numeric one is an error."""
+
+    def number(value, name):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise GateError(f"{source}: '{name}' is missing or not a number")
+        return float(value)
+
+    targets = metrics.get("targets")
+    if not isinstance(targets, dict) or not targets:
+        raise GateError(f"{source}: 'targets' is missing or empty")
+    figures = {"macro_f_avg": number(metrics.get("macro_f_avg"), "macro_f_avg")}
+    for target, scores in targets.items():
+        figures[f"f_avg/{target}"] = number((scores or {}).get("f_avg"), f"targets.{target}.f_avg")
+    if "seed_slice" in metrics:
+        figures["seed_slice/macro_f_avg"] = number(metrics["seed_slice"].get("macro_f_avg"), "seed_slice.macro_f_avg")
+    return figures
+
+
+def bootstrap_std(metrics: dict) -> dict[str, float]:
+    """Standard errors of the gated figures from the 95% bootstrap intervals."""
+    out = {}
+    for prefix, block in (("", metrics), ("seed_slice/", metrics.get("seed_slice") or {})):
+        boot = block.get("bootstrap")
+        if not boot:
+            continue
+        low, high = boot["macro_f_avg"]
+        out[f"{prefix}macro_f_avg"] = (high - low) / Z_95
+        if not prefix:
+            for target, interval in boot["targets"].items():
+                out[f"f_avg/{target}"] = (interval["f_avg"][1] - interval["f_avg"][0]) / Z_95
+    return out
+
+
+def model_name(metrics: dict) -> str:
+    try:
+        return metrics["config"]["model"]["name"]
+    except (KeyError, TypeError) as error:
+        raise GateError("metrics: config.model.name is missing: pass entry=NAME") from error
+
+
+def compare(metrics: dict, baseline: dict, model: str | None = None) -> tuple[str, list[GateRow]]:
+    """Rows of the gate; every baseline figure must be present in the metrics."""
+    name = model or model_name(metrics)
+    entries = baseline.get("models")
+    if not isinstance(entries, dict) or name not in entries:
+        known = sorted(entries) if isinstance(entries, dict) else []
+        raise GateError(f"baseline: no entry for model '{name}' (has {known}); write one with update=true")
+    entry = entries[name]
+    now = gated_figures(metrics)
+    rows = []
+    for metric, reference in entry["figures"].items():
+        if metric not in now:
+            raise GateError(f"metrics: '{metric}' is in the baseline but not in the metrics (a target went missing?)")
+        rows.append(GateRow(metric, reference, now[metric], entry["tolerance"][metric]))
+    return name, rows
+
+
+def markdown(model: str, rows: list[GateRow]) -> str:
+    lines = [
+        f"### Quality gate: {model}",
+        "",
+        "| metric | baseline | now | delta | tolerance | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "pass" if row.passed else "**FAIL**"
+        figures = f"{row.baseline:.4f} | {row.now:.4f} | {row.delta:+.4f} | {row.tolerance:.4f}"
+        lines.append(f"| {row.metric} | {figures} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def baseline_entry(metrics: dict, seed_runs: list[dict]) -> dict:
+    """A baseline entry: figures of `metrics`, tolerances from seed runs and the bootstrap."""
+    if len(seed_runs) < 3:
+        raise GateError(f"update=true needs at least 3 seed_runs to measure run-to-run variation, got {len(seed_runs)}")
+    figures = gated_figures(metrics)
+    per_seed = [gated_figures(m, f"seed run {i}") for i, m in enumerate(seed_runs)]
+    boot = bootstrap_std(metrics)
+    tolerance, derivation = {}, {}
+    for metric in figures:
+        values = [run[metric] for run in per_seed if metric in run]
+        seed_std = statistics.stdev(values) if len(values) > 1 else 0.0
+        floor = boot.get(metric, 0.0)
+        tolerance[metric] = round(max(SEED_SIGMAS * seed_std, floor), 4)
+        derivation[metric] = {"seed_values": values, "seed_std": seed_std, "bootstrap_std": floor}
+    return {
+        "figures": figures,
+        "tolerance": tolerance,
+        "derivation": derivation,
+        "seeds": [m.get("config", {}).get("seed") for m in seed_runs],
+        "commit": _git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config": metrics.get("config"),
+    }
+
+
+def update_baseline(baseline_path: Path, metrics: dict, seed_runs: list[dict], model: str | None = None) -> dict:
+    baseline = read_json(baseline_path, "baseline") if baseline_path.is_file() else {}
+    baseline["tolerance_rule"] = (
+        f"tolerance = max({SEED_SIGMAS:g} * std over seed runs, bootstrap standard error); "
+        f"bootstrap standard error = (95% interval high - low) / {Z_95}"
+    )
+    baseline.setdefault("models", {})[model or model_name(metrics)] = baseline_entry(metrics, seed_runs)
+    baseline_path.write_text(json.dumps(baseline, indent=2) + "\n", encoding="utf-8")
+    return baseline

@@ -1,0 +1,146 @@
+"""The quality gate: regressions beyond tolerance fail, noise passes, bad files are errors."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diplostance.regression import GateError, baseline_entry, compare, gated_figures, update_baseline
+from tests.conftest import ROOT
+
+METRICS = {
+    "macro_f_avg": 0.60,
+    "targets": {"a": {"f_avg": 0.70}, "b": {"f_avg": 0.50}},
+    "seed_slice": {"macro_f_avg": 0.40, "targets": {"a": {"f_avg": 0.40}}},
+    "config": {"model": {"name": "tiny"}, "seed": 42},
+}
+BASELINE = {
+    "models": {
+        "tiny": {
+            "figures": {"macro_f_avg": 0.60, "f_avg/a": 0.70, "f_avg/b": 0.50, "seed_slice/macro_f_avg": 0.40},
+            "tolerance": {"macro_f_avg": 0.02, "f_avg/a": 0.05, "f_avg/b": 0.05, "seed_slice/macro_f_avg": 0.10},
+        }
+    }
+}
+
+
+def with_changes(**figures) -> dict:
+    metrics = copy.deepcopy(METRICS)
+    for key, value in figures.items():
+        if key == "macro_f_avg":
+            metrics["macro_f_avg"] = value
+        else:
+            metrics["targets"][key]["f_avg"] = value
+    return metrics
+
+
+def verdicts(metrics) -> dict[str, bool]:
+    _, rows = compare(metrics, BASELINE)
+    return {row.metric: row.passed for row in rows}
+
+
+def test_a_drop_within_tolerance_passes():
+    assert all(verdicts(with_changes(macro_f_avg=0.585, a=0.66)).values())
+
+
+def test_a_drop_beyond_tolerance_fails_that_row():
+    result = verdicts(with_changes(macro_f_avg=0.57))
+    assert result["macro_f_avg"] is False and result["f_avg/a"] is True
+
+
+def test_one_target_falling_fails_even_when_the_mean_holds():
+    assert verdicts(with_changes(b=0.40))["f_avg/b"] is False
+
+
+def test_the_seed_slice_is_its_own_row():
+    assert "seed_slice/macro_f_avg" in verdicts(METRICS)
+
+
+def test_a_missing_target_is_an_error_not_a_pass():
+    metrics = copy.deepcopy(METRICS)
+    del metrics["targets"]["b"]
+    with pytest.raises(GateError, match="f_avg/b"):
+        compare(metrics, BASELINE)
+
+
+def test_a_non_numeric_figure_is_an_error():
+    metrics = with_changes(macro_f_avg="0.6")
+    with pytest.raises(GateError, match="macro_f_avg"):
+        gated_figures(metrics)
+
+
+def test_a_model_without_a_baseline_entry_is_an_error():
+    metrics = copy.deepcopy(METRICS)
+    metrics["config"]["model"]["name"] = "marbert"
+    with pytest.raises(GateError, match="no entry for model 'marbert'"):
+        compare(metrics, BASELINE)
+
+
+def test_tolerance_is_three_seed_deviations_or_the_bootstrap_error_whichever_is_larger():
+    runs = [with_changes(macro_f_avg=v) for v in (0.58, 0.60, 0.62)]  # stdev 0.02
+    metrics = {
+        **METRICS,
+        "bootstrap": {
+            "macro_f_avg": [0.55, 0.6392],
+            "targets": {"a": {"f_avg": [0.6, 0.8]}, "b": {"f_avg": [0.5, 0.5]}},
+        },
+    }
+    entry = baseline_entry(metrics, runs)
+    assert entry["tolerance"]["macro_f_avg"] == pytest.approx(0.06)  # 3 * 0.02 > 0.0892 / 3.92
+    assert entry["tolerance"]["f_avg/a"] == pytest.approx(0.2 / 3.92, abs=1e-4)  # no seed spread: bootstrap floor
+    assert entry["derivation"]["macro_f_avg"]["seed_values"] == [0.58, 0.60, 0.62]
+
+
+def test_update_needs_several_seed_runs(tmp_path):
+    with pytest.raises(GateError, match="at least 3 seed_runs"):
+        update_baseline(tmp_path / "baseline.json", METRICS, [METRICS])
+
+
+def gate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_regression.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def write(path, data):
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_script_exits_1_and_prints_the_table_on_a_regression(tmp_path):
+    metrics = write(tmp_path / "metrics.json", with_changes(b=0.30))
+    baseline = write(tmp_path / "baseline.json", BASELINE)
+    result = gate(f"metrics={metrics}", f"baseline={baseline}")
+    assert result.returncode == 1
+    assert "| f_avg/b | 0.5000 | 0.3000 | -0.2000 | 0.0500 | **FAIL** |" in result.stdout
+    assert "quality gate FAILED for tiny: f_avg/b" in result.stderr
+
+
+def test_script_passes_and_appends_to_the_step_summary(tmp_path):
+    metrics = write(tmp_path / "metrics.json", METRICS)
+    baseline = write(tmp_path / "baseline.json", BASELINE)
+    summary = tmp_path / "summary.md"
+    result = gate(f"metrics={metrics}", f"baseline={baseline}", f"summary_file={summary}")
+    assert result.returncode == 0, result.stderr
+    assert "| metric | baseline | now | delta | tolerance | verdict |" in summary.read_text()
+
+
+def test_script_reports_a_malformed_metrics_file_as_an_error(tmp_path):
+    metrics = write(tmp_path / "metrics.json", "{not json")
+    result = gate(f"metrics={metrics}", f"baseline={write(tmp_path / 'b.json', BASELINE)}")
+    assert result.returncode == 1 and "is not valid JSON" in result.stderr
+
+
+def test_the_committed_baseline_covers_both_gated_models():
+    baseline = json.loads((ROOT / "benchmarks" / "quality_baseline.json").read_text())
+    assert {"tiny", "tfidf"} <= set(baseline["models"])
+    for entry in baseline["models"].values():
+        assert set(entry["figures"]) == set(entry["tolerance"])
+        assert {"commit", "date", "config", "derivation"} <= set(entry)
