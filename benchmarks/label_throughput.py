@@ -10,7 +10,9 @@ layers, hidden 768, vocab 64k, random weights: speed does not depend on them). T
 pipeline runs at batch sizes 1, 8 and 32 and the best counts; the labeller runs the whole
 command path (read a JSONL file, split, normalise, predict, write the outputs) in fp32,
 int8 and bf16. bf16 runs on fewer sentences because this CPU has no bf16 matrix unit and
-the path is slow; the table says so. Model loading is excluded on both sides.
+the path is slow; the table says so. Model loading is excluded on both sides. The paths
+take turns on chunks of the sentences (--rounds), so load from other processes on a
+shared machine falls on all of them alike.
 
 Agreement: on a trained model (--trained-model, or a tiny one trained here) the share of
 (sentence, target) stances on which bf16 and int8 agree with fp32, and on which fp32
@@ -91,36 +93,44 @@ def pipeline_stances(outputs, labels: LabelSpace) -> np.ndarray:
     return logits.reshape(len(outputs), len(labels.targets), len(labels.polarities)).argmax(-1)
 
 
-def time_pipeline(pipe, texts: list[str], batch_size: int, labels: LabelSpace) -> tuple[float, np.ndarray]:
+def pipeline_runner(pipe, batch_size: int, labels: LabelSpace):
+    """Times the stock pipeline on the model's input text (normalised, so both sides see the same)."""
     kwargs = {"batch_size": batch_size, "truncation": True, "max_length": MAX_LENGTH}
     kwargs |= {"top_k": None, "function_to_apply": "none"}  # raw logits: per-target argmax is comparable
-    pipe(texts[:4], **kwargs)  # warm-up
-    started = time.perf_counter()
-    outputs = pipe(texts, **kwargs)
-    return time.perf_counter() - started, pipeline_stances(outputs, labels)
+
+    def run(texts: list[str], normalized: list[str]) -> tuple[float, np.ndarray]:
+        started = time.perf_counter()
+        outputs = pipe(normalized, **kwargs)
+        return time.perf_counter() - started, pipeline_stances(outputs, labels)
+
+    run(["جملة للإحماء."], ["جملة للإحماء."])  # warm-up
+    return run
 
 
-def time_labeller(model_dir: Path, texts: list[str], precision: str, workdir: Path, batch_size: int):
-    """Seconds for the labeller's full path on `texts` (one article each), and its stances."""
+def labeller_runner(model_dir: Path, precision: str, workdir: Path, batch_size: int):
+    """Times the labeller's whole path: a JSONL file of the sentences (one article each) in, outputs written."""
     predictor = load_predictor(model_dir, precision=precision, batch_size=batch_size, max_length=MAX_LENGTH)
-    predictor.predict_proba(texts[:4])  # warm-up
-    source = workdir / f"in-{len(texts)}.jsonl"
-    with source.open("w", encoding="utf-8") as handle:
-        for i, text in enumerate(texts):
-            handle.write(json.dumps({"id": str(i), "text": text}, ensure_ascii=False) + "\n")
-    out = workdir / f"out-{precision}.jsonl"
-    cfg = {"model_dir": str(model_dir), "inputs": [str(source)], "output": str(out), "precision": precision}
-    cfg |= {"batch_size": batch_size, "max_length": MAX_LENGTH, "overwrite": True, "progress_bar": False}
-    started = time.perf_counter()
-    summary = label(cfg, predictor=predictor)
-    seconds = time.perf_counter() - started
-    assert summary.counts.sentences == len(texts), "the labeller split a benchmark sentence"
     labels = predictor.labels
-    stances = np.empty((len(texts), len(labels.targets)), dtype=int)
-    for line in out.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        stances[int(record["doc_id"])] = [labels.polarities.index(record["stances"][t]) for t in labels.targets]
-    return seconds, stances
+
+    def run(texts: list[str], normalized: list[str]) -> tuple[float, np.ndarray]:
+        source, out = workdir / f"in-{precision}.jsonl", workdir / f"out-{precision}.jsonl"
+        with source.open("w", encoding="utf-8") as handle:
+            for i, text in enumerate(texts):
+                handle.write(json.dumps({"id": str(i), "text": text}, ensure_ascii=False) + "\n")
+        cfg = {"model_dir": str(model_dir), "inputs": [str(source)], "output": str(out), "precision": precision}
+        cfg |= {"batch_size": batch_size, "max_length": MAX_LENGTH, "overwrite": True, "progress_bar": False}
+        started = time.perf_counter()
+        summary = label(cfg, predictor=predictor)
+        seconds = time.perf_counter() - started
+        assert summary.counts.sentences == len(texts), "the labeller split a benchmark sentence"
+        stances = np.empty((len(texts), len(labels.targets)), dtype=int)
+        for line in out.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            stances[int(record["doc_id"])] = [labels.polarities.index(record["stances"][t]) for t in labels.targets]
+        return seconds, stances
+
+    run(["جملة للإحماء."], ["جملة للإحماء."])  # warm-up
+    return run
 
 
 def train_tiny(run_dir: Path, quick: bool) -> Path:
@@ -163,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=512, help="sentences timed (at least 512 for the figure)")
     parser.add_argument("--bf16-sentences", type=int, default=64, help="the first N of them for the slow bf16 path")
     parser.add_argument("--batch-sizes", default="1,8,32", help="stock pipeline batch sizes; the best counts")
-    parser.add_argument("--batch-size", type=int, default=64, help="the labeller's batch size")
+    parser.add_argument("--batch-size", type=int, default=16, help="the labeller's batch size (label.yaml's default)")
+    parser.add_argument("--rounds", type=int, default=4, help="chunks the paths take turns on")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     parser.add_argument("--trained-model", type=Path, help="model folder for the agreement figures")
     parser.add_argument("--agreement-sentences", type=int, default=0, help="0: every distinct corpus sentence")
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.sentences, args.bf16_sentences = min(args.sentences, 48), min(args.bf16_sentences, 8)
+        args.rounds = min(args.rounds, 2)
         args.agreement_sentences = args.agreement_sentences or 200
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,18 +218,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("model: BERT-base shape (12 layers, hidden 768, vocab 64,000), random weights\n")
 
-    rows = []  # (name, sentences, seconds, stances)
+    # Every path is timed on the same chunks, in turn, with the order rotated per chunk, so a
+    # neighbour's load on this shared machine falls on all of them alike.
     pipe = pipeline("text-classification", model=str(model_dir), device=-1)
-    normalized = [normalize(t, normalization) for t in texts]  # the pipeline gets the model's input text
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        seconds, stances = time_pipeline(pipe, normalized, batch_size, labels)
-        rows.append((f"stock pipeline, batch {batch_size}", len(texts), seconds, stances))
-    del pipe
+    runners = {f"stock pipeline, batch {b}": pipeline_runner(pipe, int(b), labels) for b in args.batch_sizes.split(",")}
     for precision in ("fp32", "int8", "bf16"):
-        subset = texts if precision != "bf16" else texts[: args.bf16_sentences]
-        seconds, stances = time_labeller(model_dir, subset, precision, workdir, args.batch_size)
-        name = f"labeller {precision}" + (f" (first {len(subset)} sentences only)" if precision == "bf16" else "")
-        rows.append((name, len(subset), seconds, stances))
+        runners[f"labeller {precision}"] = labeller_runner(model_dir, precision, workdir, args.batch_size)
+    normalized = [normalize(t, normalization) for t in texts]
+    chunks = np.array_split(np.arange(len(texts)), args.rounds)
+    bf16_chunks = np.array_split(np.arange(min(args.bf16_sentences, len(texts))), args.rounds)
+    seconds = dict.fromkeys(runners, 0.0)
+    stances = {name: {} for name in runners}
+    for c in range(args.rounds):
+        names = list(runners)[c % len(runners) :] + list(runners)[: c % len(runners)]
+        for name in names:
+            rows_of = bf16_chunks[c] if name == "labeller bf16" else chunks[c]
+            took, got = runners[name]([texts[i] for i in rows_of], [normalized[i] for i in rows_of])
+            seconds[name] += took
+            stances[name].update(zip(rows_of.tolist(), got, strict=True))
+    rows = []  # (name, sentences, seconds, stances in sentence order)
+    for name in runners:
+        n = len(stances[name])
+        shown = f"{name} (first {n} sentences only)" if name == "labeller bf16" else name
+        rows.append((shown, n, seconds[name], np.array([stances[name][i] for i in sorted(stances[name])])))
 
     best = max((r for r in rows if r[0].startswith("stock")), key=lambda r: r[1] / r[2])
     best_rate = best[1] / best[2]
@@ -230,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if ratio >= 5 else "MISSED"
     print(f"\nbest stock: {best[0]}; fastest labeller path: {fastest[0]} at {ratio:.2f}x (target 5x: {verdict})")
     fp32_stances = next(r[3] for r in rows if r[0] == "labeller fp32")
-    for name, _, _, stances in rows:
+    for name, _, _, got in rows:
         if name.startswith("stock"):
-            same = float((stances == fp32_stances).mean())
+            same = float((got == fp32_stances).mean())
             print(f"fp32 labeller stances equal to {name}: {same:.2%} of {fp32_stances.size}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

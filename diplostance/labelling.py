@@ -37,11 +37,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from diplostance.baseline import TFIDF_CONFIG, TFIDF_FILE, VOCABULARY_FILE
-from diplostance.predictor import PRECISIONS, ModelFolderError, load_predictor, model_kind
+from diplostance.predictor import PRECISIONS, ModelFolderError, check_model_folder, load_predictor
 from diplostance.schema import LabelSpace
 from diplostance.scoring import NEUTRAL_POLARITY
-from diplostance.text import Sentence, TextNormalization, split_sentences
+from diplostance.text import Sentence, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +49,10 @@ FORMAT_SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
 GLOB_CHARS = frozenset("*?[")
 SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB means binary, as git decides
 PROB_DECIMALS = 6
+LOGGED_ERRORS = 20
 CONVERT_CHUNK = 10_000  # records per chunk when converting the finished stream to csv/parquet
 STATE_FILE = "state.json"
 STREAMS = {"records": "records.jsonl", "docs": "docs.jsonl", "errors": "errors.jsonl"}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 USAGE = "python scripts/label.py model_dir=RUN/model inputs=[articles/,more.jsonl] output=OUT.jsonl"
 
 
@@ -173,33 +171,6 @@ def expand_output_shorthand(argv: Sequence[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- model folder
-
-
-def check_model_folder(model_dir: Path) -> tuple[str, LabelSpace]:
-    """Kind and label space of a model folder; ModelFolderError, naming the file, if unusable."""
-    try:
-        kind = model_kind(model_dir)
-        TextNormalization.load(model_dir)
-    except ModelFolderError:
-        raise
-    except (OSError, ValueError) as error:  # unreadable or malformed JSON, unknown normalisation option
-        raise ModelFolderError(f"{model_dir}: {error}") from error
-    if kind == "tfidf":
-        config_path, required = model_dir / TFIDF_CONFIG, {"weights": (TFIDF_FILE,), "vocabulary": (VOCABULARY_FILE,)}
-    else:
-        config_path, required = model_dir / "config.json", {"weights": WEIGHT_FILES, "tokenizer": TOKENIZER_FILES}
-    for what, names in required.items():
-        if not any((model_dir / name).is_file() for name in names):
-            raise ModelFolderError(f"{model_dir}: no {what} file ({' / '.join(names)}): the model folder is incomplete")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if kind == "tfidf":
-            labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
-        else:
-            labels = LabelSpace.from_id2label(config["id2label"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelFolderError(f"{config_path}: the targets cannot be read: {error!r}") from error
-    return kind, labels
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -713,7 +684,10 @@ def _label_items(items, predictor, labels, streams: PartialStreams, window_sente
         if isinstance(item, InputError):
             streams.write("errors", asdict(item))
             state.counts.failed += 1
-            log.warning("skipped %s", item)
+            if state.counts.failed <= LOGGED_ERRORS:  # the errors file has them all; the console, the first few
+                log.warning("skipped %s", item)
+            elif state.counts.failed == LOGGED_ERRORS + 1:
+                log.warning("more inputs failed; every one is listed in the errors file")
         else:
             sentences = split_sentences(item.text)
             window.append((item, sentences))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from diplostance.baseline import TFIDF_CONFIG, TfidfStanceModel
+from diplostance.baseline import TFIDF_CONFIG, TFIDF_FILE, VOCABULARY_FILE, TfidfStanceModel
 from diplostance.schema import LabelSpace
 from diplostance.text import TEXT_PROCESSING_FILE, TextNormalization, normalize
 
@@ -29,8 +29,16 @@ class ModelFolderError(ValueError):
     """A model_dir that is not a usable diplostance model folder."""
 
 
-def model_kind(model_dir: str | Path) -> str:
-    """'tfidf' or 'transformer'; raises ModelFolderError for anything else."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def check_model_folder(model_dir: str | Path) -> tuple[str, LabelSpace]:
+    """Kind ('transformer' or 'tfidf') and label space of a saved model folder.
+
+    Checked before any work starts: raises ModelFolderError naming the folder and the
+    missing or unreadable file.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelFolderError(f"{model_dir}: not a folder (model_dir must be a saved model folder, e.g. RUN/model)")
@@ -38,17 +46,30 @@ def model_kind(model_dir: str | Path) -> str:
         raise ModelFolderError(
             f"{model_dir}: {TEXT_PROCESSING_FILE} is missing: the folder was not saved by diplostance"
         )
-    if (model_dir / TFIDF_CONFIG).is_file():
-        return "tfidf"
-    config = model_dir / "config.json"
-    if not config.is_file():
-        raise ModelFolderError(f"{model_dir}: neither config.json (transformer) nor {TFIDF_CONFIG} (tfidf) is present")
-    id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
     try:
-        LabelSpace.from_id2label(id2label)
-    except ValueError as error:
-        raise ModelFolderError(f"{model_dir}/config.json: the targets cannot be read from id2label: {error}") from error
-    return "transformer"
+        TextNormalization.load(model_dir)
+    except (OSError, ValueError) as error:  # unreadable or malformed JSON, unknown normalisation option
+        raise ModelFolderError(f"{model_dir}: {error}") from error
+    if (model_dir / TFIDF_CONFIG).is_file():
+        kind, config_path = "tfidf", model_dir / TFIDF_CONFIG
+        required = {"weights": (TFIDF_FILE,), "vocabulary": (VOCABULARY_FILE,)}
+    elif (model_dir / "config.json").is_file():
+        kind, config_path = "transformer", model_dir / "config.json"
+        required = {"weights": WEIGHT_FILES, "tokenizer": TOKENIZER_FILES}
+    else:
+        raise ModelFolderError(f"{model_dir}: neither config.json (transformer) nor {TFIDF_CONFIG} (tfidf) is present")
+    for what, names in required.items():
+        if not any((model_dir / name).is_file() for name in names):
+            raise ModelFolderError(f"{model_dir}: no {what} file ({' / '.join(names)}): the model folder is incomplete")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if kind == "tfidf":
+            labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
+        else:
+            labels = LabelSpace.from_id2label(config["id2label"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelFolderError(f"{config_path}: the targets cannot be read: {error!r}") from error
+    return kind, labels
 
 
 class TfidfPredictor:
@@ -115,6 +136,6 @@ class TransformerPredictor:
 
 def load_predictor(model_dir: str | Path, **options) -> TfidfPredictor | TransformerPredictor:
     model_dir = Path(model_dir)
-    if model_kind(model_dir) == "tfidf":
+    if check_model_folder(model_dir)[0] == "tfidf":
         return TfidfPredictor(model_dir)
     return TransformerPredictor(model_dir, **options)

@@ -359,6 +359,7 @@ def _checkpointed(state: Path) -> bool:
         return False
 
 
+@pytest.mark.slow  # two runs of the command (~25 s); test_a_crash_mid_window_... covers the same in-process
 def test_killed_run_resumes_and_holds_every_sentence_exactly_once(tiny_model_dir, tmp_path):
     _articles(tmp_path / "in.jsonl", 240)
     args = [f"model_dir={tiny_model_dir}", f"inputs=[{tmp_path / 'in.jsonl'},{BAD}]", "window_sentences=8"]

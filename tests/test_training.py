@@ -26,6 +26,7 @@ def run_script(script: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_scripts_on_a_small_csv(tmp_path):
     """The user's path: scripts, Hydra overrides, a run folder, then evaluate the saved model."""
     run_dir = tmp_path / "run"
@@ -110,6 +111,7 @@ def test_length_grouped_batches_waste_less_padding_than_random_ones(tmp_path):
     assert grouped["training"]["padding_share"] < shuffled["training"]["padding_share"] / 2
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(tmp_path):
     first = train(train_config(*FAST_TINY), tmp_path / "a")
     second = train(train_config(*FAST_TINY), tmp_path / "b")
@@ -117,6 +119,7 @@ def test_training_is_deterministic(tmp_path):
     assert (tmp_path / "a" / "predictions.jsonl").read_text() == (tmp_path / "b" / "predictions.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     train(train_config(*FAST_TINY, "training.epochs=1", "training.early_stopping_patience=9"), tmp_path)
     resumed = train(
@@ -143,6 +146,7 @@ def test_unknown_config_option_is_refused_by_hydra(tmp_path):
     assert "Could not find 'model/gpt9'" in result.stderr and "tiny" in result.stderr
 
 
+@pytest.mark.slow
 def test_sweep_table_compares_runs(tmp_path):
     for name, lr in (("0", "1e-3"), ("1", "5e-3")):
         train(train_config(*FAST_TINY, f"training.learning_rate={lr}"), tmp_path / name)
