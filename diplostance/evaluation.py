@@ -62,17 +62,16 @@ def score(predictions: np.ndarray, references: np.ndarray, labels: LabelSpace, n
 
 def score_dataset(
     probs: np.ndarray,
-    dataset: datasets.Dataset,
-    data: StanceData,
+    refs: np.ndarray,
+    sources: list[str],
     model_labels: LabelSpace,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
     """Overall metrics, plus the seed slice apart when the data has seed sentences."""
-    refs = align_references(dataset, data.labels, model_labels)
     preds = probs.argmax(axis=-1)
     metrics = score(preds, refs, model_labels, n_resamples, seed)
-    is_seed = np.array([s == SEED_SOURCE for s in dataset["source"]])
+    is_seed = np.array([s == SEED_SOURCE for s in sources])
     if is_seed.any():
         metrics["seed_slice"] = score(preds[is_seed], refs[is_seed], model_labels, n_resamples, seed)
     return metrics
@@ -102,13 +101,12 @@ def write_outputs(
     metrics: dict,
     dataset: datasets.Dataset,
     probs: np.ndarray,
-    data: StanceData,
+    refs: np.ndarray,
     model_labels: LabelSpace,
     baseline: dict | None = None,
 ) -> None:
     """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    refs = align_references(dataset, data.labels, model_labels)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     records = list(prediction_records(dataset, probs, refs, model_labels))
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
@@ -133,7 +131,8 @@ def evaluate_model(
     predictor = load_predictor(model_dir, **(predictor_options or {}))
     dataset = data.split(split)
     probs = predictor.predict_proba(dataset["text"])
-    metrics = score_dataset(probs, dataset, data, predictor.labels, n_resamples, seed)
+    refs = align_references(dataset, data.labels, predictor.labels)
+    metrics = score_dataset(probs, refs, dataset["source"], predictor.labels, n_resamples, seed)
     metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.description
-    write_outputs(out_dir, title, metrics, dataset, probs, data, predictor.labels, baseline)
+    write_outputs(out_dir, title, metrics, dataset, probs, refs, predictor.labels, baseline)
     return metrics
