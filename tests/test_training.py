@@ -153,3 +153,33 @@ def test_sweep_table_compares_runs(tmp_path):
     table = sweep_table(tmp_path).splitlines()
     assert table[0].startswith("| run | overrides | macro_f_avg")
     assert len(table) == 4
+
+
+@pytest.mark.parametrize("hub_config", ["arabert", "camelbert_msa", "marbert", "xlmr"])
+def test_hub_model_configs_train_from_a_local_folder(tiny_model_dir, tmp_path, hub_config):
+    """The real-model path (kind=pretrained, from_pretrained) end to end, on a folder saved here."""
+    fast = [o for o in FAST_TINY if not o.startswith("model.")]  # the tiny-only architecture keys
+    metrics = train(
+        train_config(
+            *fast,
+            f"model={hub_config}",
+            f"model.name_or_path={tiny_model_dir}",
+            "training.epochs=1",
+            "training.learning_rate=1e-3",
+        ),
+        tmp_path,
+    )
+    assert metrics["config"]["model"]["kind"] == "pretrained"
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["id2label"]["8"] == "bilateral_cbm=none"
+
+
+def test_an_example_experiment_composes_on_top_of_the_defaults():
+    cfg = train_config("experiment=arabert_lr_sweep")
+    assert cfg.model.name == "arabert" and cfg.training.learning_rate == 3.0e-5
+    assert cfg.text_processing.fold_alef is True
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = run_script("train.py", "--cfg", "job", "model=tfidf")
+    assert result.returncode == 0 and "kind: tfidf" in result.stdout and "text_processing:" in result.stdout
