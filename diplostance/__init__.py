@@ -1,0 +1,1 @@
+"""diplostance: target-specific stance classification for Arabic cyber-diplomacy news."""

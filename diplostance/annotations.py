@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from diplostance.errors import UserError
 from diplostance.schema import LabelSpace
 
 SOURCES = ("seed", "composed")
@@ -49,7 +50,7 @@ class Record:
     line: int
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__(f"{len(problems)} annotation problem(s):\n" + "\n".join(map(str, problems)))

@@ -18,6 +18,7 @@ import pandas as pd
 from hydra.utils import to_absolute_path
 
 from diplostance.annotations import AnnotationError, load_corpus
+from diplostance.errors import UserError
 from diplostance.schema import LabelSpace
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
@@ -25,7 +26,7 @@ LAYOUTS = ("long", "wide")
 FEATURES_COLUMNS = ("id", "doc_id", "text", "source", "labels")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or data config that cannot be used; the message names file, row and rule."""
 
 

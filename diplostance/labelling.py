@@ -37,6 +37,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from diplostance.errors import UserError
 from diplostance.predictor import PRECISIONS, ModelFolderError, check_model_folder, load_predictor
 from diplostance.schema import LabelSpace
 from diplostance.scoring import NEUTRAL_POLARITY
@@ -56,7 +57,7 @@ STREAMS = {"records": "records.jsonl", "docs": "docs.jsonl", "errors": "errors.j
 USAGE = "python scripts/label.py model_dir=RUN/model inputs=[articles/,more.jsonl] output=OUT.jsonl"
 
 
-class LabellingError(ValueError):
+class LabellingError(UserError, ValueError):
     """A problem with the run's options or output location, reported before any labelling."""
 
 

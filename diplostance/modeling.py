@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertTokenizer
 
+from diplostance.errors import UserError
 from diplostance.schema import IGNORE_INDEX, LabelSpace
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserError, RuntimeError):
     """A model that is neither a local folder nor in the local Hugging Face cache."""
 
 

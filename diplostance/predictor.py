@@ -19,13 +19,14 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from diplostance.baseline import TFIDF_CONFIG, TFIDF_FILE, VOCABULARY_FILE, TfidfStanceModel
+from diplostance.errors import UserError
 from diplostance.schema import LabelSpace
 from diplostance.text import TEXT_PROCESSING_FILE, TextNormalization, normalize
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(UserError, ValueError):
     """A model_dir that is not a usable diplostance model folder."""
 
 

@@ -21,11 +21,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from diplostance.errors import UserError
+
 Z_95 = 3.92  # width of a 95% normal interval in standard deviations
 SEED_SIGMAS = 3.0
 
 
-class GateError(ValueError):
+class GateError(UserError, ValueError):
     """A metrics or baseline file the gate cannot judge: never a pass."""
 
 

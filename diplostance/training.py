@@ -27,6 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
+from diplostance.errors import UserError
 from diplostance.evaluation import evaluate_model
 from diplostance.modeling import build_tiny_model, class_weights_from_labels, load_pretrained, stance_loss
 from diplostance.reports import per_label_table, summary_table
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MODEL_SUBDIR = "model"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key."""
 
 

@@ -12,6 +12,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from diplostance.data import load_data
+from diplostance.errors import UserError
 from diplostance.evaluation import evaluate_model
 from diplostance.reports import per_label_table
 
@@ -20,16 +21,19 @@ from diplostance.reports import per_label_table
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     model_dir = Path(to_absolute_path(cfg.model_dir))
-    metrics = evaluate_model(
-        model_dir,
-        load_data(cfg.data),
-        cfg.split,
-        run_dir,
-        f"evaluation of {model_dir}",
-        predictor_options=OmegaConf.to_container(cfg.predictor),
-        n_resamples=cfg.bootstrap_resamples,
-        seed=cfg.seed,
-    )
+    try:
+        metrics = evaluate_model(
+            model_dir,
+            load_data(cfg.data),
+            cfg.split,
+            run_dir,
+            f"evaluation of {model_dir}",
+            predictor_options=OmegaConf.to_container(cfg.predictor),
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+        )
+    except UserError as error:
+        sys.exit(f"error: {error}")
     print(per_label_table(metrics))
     print(f"outputs in {run_dir}")
 

@@ -14,15 +14,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import hydra
 from omegaconf import DictConfig
 
-from diplostance.labelling import LabellingError, expand_output_shorthand, label
-from diplostance.predictor import ModelFolderError
+from diplostance.errors import UserError
+from diplostance.labelling import expand_output_shorthand, label
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="label")
 def main(cfg: DictConfig) -> None:
     try:
         summary = label(cfg)
-    except (LabellingError, ModelFolderError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(summary.lines()))

@@ -183,3 +183,10 @@ def test_an_example_experiment_composes_on_top_of_the_defaults():
 def test_cfg_job_prints_the_composed_config():
     result = run_script("train.py", "--cfg", "job", "model=tfidf")
     assert result.returncode == 0 and "kind: tfidf" in result.stdout and "text_processing:" in result.stdout
+
+
+def test_a_hub_model_that_is_not_available_offline_stops_with_a_message_not_a_traceback(tmp_path):
+    result = run_script("train.py", "model=arabert", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "not available offline" in result.stderr and "model=tiny" in result.stderr
+    assert "Traceback" not in result.stderr
