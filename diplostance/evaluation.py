@@ -6,6 +6,7 @@ bootstrap intervals and the `seed` slice are added beside the overall figures.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -37,17 +38,22 @@ def align_references(dataset: datasets.Dataset, data_labels: LabelSpace, model_l
         )
     gold = np.asarray(dataset["labels"], dtype=int).reshape(len(dataset), len(data_labels.targets))
     refs = np.full((len(dataset), len(model_labels.targets)), IGNORE_INDEX, dtype=int)
+    mapped = np.array([model_labels.polarities.index(p) for p in data_labels.polarities])
     for t, target in enumerate(data_labels.targets):
         column = gold[:, t]
         annotated = column != IGNORE_INDEX
-        mapped = np.array([model_labels.polarities.index(p) for p in data_labels.polarities])
         refs[annotated, model_labels.targets.index(target)] = mapped[column[annotated]]
     return refs
 
 
+@functools.cache
+def stance_metric() -> evaluate.EvaluationModule:
+    """The local `evaluate` module, loaded by path once per process."""
+    return evaluate.load(STANCE_METRIC_PATH)
+
+
 def score(predictions: np.ndarray, references: np.ndarray, labels: LabelSpace, n_resamples: int, seed: int) -> dict:
-    metric = evaluate.load(STANCE_METRIC_PATH)
-    result = metric.compute(
+    result = stance_metric().compute(
         predictions=predictions.tolist(),
         references=references.tolist(),
         targets=list(labels.targets),

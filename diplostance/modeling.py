@@ -20,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from diplostance.errors import UserError
 from diplostance.schema import IGNORE_INDEX, LabelSpace
+from diplostance.text import TextNormalization, normalize
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -124,6 +125,11 @@ def build_tiny_model(texts: list[str], labels: LabelSpace, cfg: Mapping, seed: i
     )
     torch.manual_seed(seed)
     return tokenizer, AutoModelForSequenceClassification.from_config(config)
+
+
+def encode_texts(tokenizer, texts, normalization: TextNormalization, max_length: int):
+    """Normalise, then tokenise with truncation: the one preprocessing path for training and inference."""
+    return tokenizer([normalize(t, normalization) for t in texts], truncation=True, max_length=max_length)
 
 
 def _offline_message(name: str, error: Exception) -> str:

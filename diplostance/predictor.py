@@ -20,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from diplostance.baseline import TFIDF_CONFIG, TFIDF_FILE, VOCABULARY_FILE, TfidfStanceModel
 from diplostance.errors import UserError
+from diplostance.modeling import encode_texts
 from diplostance.schema import LabelSpace
 from diplostance.text import TEXT_PROCESSING_FILE, TextNormalization, normalize
 
@@ -88,7 +89,7 @@ class TransformerPredictor:
         self,
         model_dir: Path,
         precision: str = "fp32",
-        batch_size: int = 64,
+        batch_size: int = 16,
         max_length: int = 128,
         num_threads: int | None = None,
     ):
@@ -110,8 +111,7 @@ class TransformerPredictor:
         self.batch_size, self.max_length = batch_size, max_length
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        normalized = [normalize(t, self.normalization) for t in texts]
-        return self.tokenizer(normalized, truncation=True, max_length=self.max_length)["input_ids"]
+        return encode_texts(self.tokenizer, texts, self.normalization, self.max_length)["input_ids"]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         n_targets, n_pol = len(self.labels.targets), len(self.labels.polarities)
@@ -120,17 +120,11 @@ class TransformerPredictor:
             return out
         ids = self.encode(texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                attention = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                    attention[row, : len(ids[i])] = 1
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits.float()
+                inputs = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+                logits = self.model(**inputs).logits.float()
                 out[batch] = torch.softmax(logits.view(len(batch), n_targets, n_pol), dim=-1).numpy()
         return out
 

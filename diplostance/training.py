@@ -29,7 +29,13 @@ from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
 from diplostance.errors import UserError
 from diplostance.evaluation import evaluate_model
-from diplostance.modeling import build_tiny_model, class_weights_from_labels, load_pretrained, stance_loss
+from diplostance.modeling import (
+    build_tiny_model,
+    class_weights_from_labels,
+    encode_texts,
+    load_pretrained,
+    stance_loss,
+)
 from diplostance.reports import per_label_table, summary_table
 from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
@@ -45,8 +51,7 @@ class ConfigError(UserError, ValueError):
 
 def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max_length: int):
     def encode(batch):
-        texts = [normalize(t, normalization) for t in batch["text"]]
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        encoded = encode_texts(tokenizer, batch["text"], normalization, max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
