@@ -51,7 +51,8 @@ def main(path: str) -> int:
             problems.append(f"{path}:{number}: stances must give each of {TARGETS} one of {POLARITIES}")
         pieces = split_sentences(r["text"])
         if len(pieces) != 1:
-            problems.append(f"{path}:{number}: the splitter reads {len(pieces)} sentences: {[p.text[:30] for p in pieces]}")
+            starts = [p.text[:30] for p in pieces]
+            problems.append(f"{path}:{number}: the splitter reads {len(pieces)} sentences: {starts}")
         records.append(r)
     docs = Counter(r["doc_id"] for r in records)
     for doc in docs:
@@ -67,7 +68,8 @@ def main(path: str) -> int:
         words = [len(r["text"].split()) for r in records]
         print(f"  no stance on any target: {none_all} ({none_all / len(records):.0%})")
         print(f"  words per sentence: mean {sum(words) / len(words):.1f}, min {min(words)}, max {max(words)}")
-        print("  registers: " + ", ".join(f"{k}={v}" for k, v in Counter(r.get("register") for r in records).most_common()))
+        registers = Counter(r.get("register") for r in records).most_common()
+        print("  registers: " + ", ".join(f"{k}={v}" for k, v in registers))
     for p in problems:
         print(p)
     print(f"{len(problems)} problem(s)")
