@@ -28,6 +28,7 @@ from diplostance.labelling import (
     discover_inputs,
     expand_output_shorthand,
     label,
+    local,
     output_paths,
 )
 from diplostance.predictor import ModelFolderError
@@ -110,7 +111,7 @@ def test_records_carry_offsets_into_the_article_and_a_distribution_per_target(mi
     for record in own:
         assert article[record["start"] : record["end"]] == record["text"]
     for record in records:
-        assert set(record) == {"doc_id", "sent_idx", "start", "end", "text", "stances", "probs"}
+        assert set(record) == {"doc_id", "source", "sent_idx", "start", "end", "text", "stances", "probs"}
         for target in labels.targets:
             probs = record["probs"][target]
             assert list(probs) == list(labels.polarities) and sum(probs.values()) == pytest.approx(1, abs=1e-5)
@@ -297,7 +298,7 @@ def test_a_crash_mid_window_resumes_without_duplicates(tiny_model_dir, tmp_path,
     inputs = [GOOD, BAD]
     reference = tmp_path / "ref" / "OUT.jsonl"
     run_label(tiny_model_dir, inputs, reference, window_sentences=3)
-    real, calls = labelling._predict_window, []
+    real, calls = local._predict_window, []
 
     def crash_on_third_window(predictor, window, streams, labels):
         calls.append(1)
@@ -308,11 +309,11 @@ def test_a_crash_mid_window_resumes_without_duplicates(tiny_model_dir, tmp_path,
         real(predictor, window, streams, labels)
 
     out = tmp_path / "run" / "OUT.jsonl"
-    monkeypatch.setattr(labelling, "_predict_window", crash_on_third_window)
+    monkeypatch.setattr(local, "_predict_window", crash_on_third_window)
     with pytest.raises(KeyboardInterrupt):
         run_label(tiny_model_dir, inputs, out, window_sentences=3)
     assert (tmp_path / "run" / "OUT.partial" / "state.json").is_file() and not out.exists()
-    monkeypatch.setattr(labelling, "_predict_window", real)
+    monkeypatch.setattr(local, "_predict_window", real)
     with pytest.raises(LabellingError, match="other settings"):  # a different command does not take it over
         run_label(tiny_model_dir, inputs, out, window_sentences=3, precision="int8")
     summary = run_label(tiny_model_dir, inputs, out, window_sentences=3)
@@ -322,16 +323,16 @@ def test_a_crash_mid_window_resumes_without_duplicates(tiny_model_dir, tmp_path,
 
 
 def test_a_run_killed_while_finishing_completes_on_the_next_run(mixed_run, tiny_model_dir, tmp_path, monkeypatch):
-    real = labelling.convert_records
+    real = local.convert_records
 
     def crash(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(labelling, "convert_records", crash)
+    monkeypatch.setattr(local, "convert_records", crash)
     with pytest.raises(KeyboardInterrupt):
         run_label(tiny_model_dir, [GOOD, BAD], tmp_path / "OUT.jsonl", fmt="csv")
     assert not (tmp_path / "OUT.csv").exists() and (tmp_path / "OUT.partial").is_dir()
-    monkeypatch.setattr(labelling, "convert_records", real)
+    monkeypatch.setattr(local, "convert_records", real)
     summary = run_label(tiny_model_dir, [GOOD, BAD], tmp_path / "OUT.jsonl", fmt="csv")
     assert summary.resumed and summary.counts.sentences == mixed_run[0].counts.sentences
     assert len(pd.read_csv(tmp_path / "OUT.csv")) == summary.counts.sentences
@@ -339,7 +340,7 @@ def test_a_run_killed_while_finishing_completes_on_the_next_run(mixed_run, tiny_
 
 
 def test_a_second_concurrent_run_on_the_same_output_is_refused(tiny_model_dir, tmp_path):
-    with labelling._locked(tmp_path / "OUT.partial"), pytest.raises(LabellingError, match="another labelling run"):
+    with local._locked(tmp_path / "OUT.partial"), pytest.raises(LabellingError, match="another labelling run"):
         run_label(tiny_model_dir, [GOOD], tmp_path / "OUT.jsonl")
 
 
@@ -399,3 +400,42 @@ def test_the_command_exits_non_zero_on_failed_inputs_and_ends_with_the_counts(ti
     again = script(f"model_dir={tiny_model_dir}", f"inputs=[{GOOD}]", "output=OUT.csv", tmp_path=tmp_path)
     _, stderr = again.communicate(timeout=300)
     assert again.returncode == 2 and "already exist" in stderr
+
+
+# ---------------------------------------------------------------------------- inputs are never outputs (issue 9)
+
+
+def test_an_output_that_is_an_input_or_inside_an_input_folder_is_refused_before_any_work(tiny_model_dir, tmp_path):
+    news = tmp_path / "news.jsonl"
+    news.write_text(json.dumps({"id": "n1", "text": "جملة أولى. جملة ثانية."}) + "\n", encoding="utf-8")
+    before = news.read_bytes()
+    run = script(f"model_dir={tiny_model_dir}", "inputs=[news.jsonl]", "output=news.jsonl", "overwrite=true",
+                 tmp_path=tmp_path)  # fmt: skip
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 2 and news.read_bytes() == before
+    assert stderr.strip().splitlines()[-1].startswith("error: output") and "is the input file" in stderr
+    with pytest.raises(LabellingError, match="inside the input folder"):
+        run_label(tiny_model_dir, [GOOD], GOOD / "nested" / "OUT.jsonl")
+    assert not (GOOD / "nested" / "OUT.partial").exists()
+
+
+def test_records_name_their_source_so_equal_doc_ids_from_two_inputs_stay_apart(tiny_model_dir, tmp_path):
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"id": "same", "text": "جملة أولى. جملة ثانية."}) + "\n")
+    run_label(tiny_model_dir, [tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "out" / "OUT.jsonl")
+    records = read_jsonl(tmp_path / "out" / "OUT.jsonl")
+    keys = {(r["source"], r["doc_id"], r["sent_idx"]) for r in records}
+    assert len(keys) == len(records) == 4
+    assert {r["source"] for r in records} == {f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'b.jsonl'}:1"}
+
+
+def test_dangling_and_looping_symlinks_in_an_input_folder_are_reported_not_skipped(tiny_model_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("جملة أولى. جملة ثانية.", encoding="utf-8")
+    (folder / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    (folder / "loop.txt").symlink_to(folder / "loop.txt")
+    summary = run_label(tiny_model_dir, [folder], tmp_path / "OUT.jsonl")
+    errors = {Path(e["file"]).name: e["reason"] for e in read_jsonl(tmp_path / "OUT.errors.jsonl")}
+    assert summary.counts.articles == 1 and summary.counts.failed == 2
+    assert "dangling symbolic link" in errors["dangling.txt"] and "symbolic link loop" in errors["loop.txt"]

@@ -1,0 +1,77 @@
+"""Which device and arithmetic a run uses, checked before any work so that an impossible choice
+(fp16 on a CPU, a GPU that is not there, bf16 on a GPU without it) ends with a one-line message."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from diplostance.errors import UserError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+CPU_BATCH_SIZE = 16  # short, length-sorted batches: little padding where compute is scarce
+GPU_BATCH_SIZE = 128  # a GPU wants wide batches; padding costs little there
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class DeviceError(UserError, ValueError):
+    """A device or precision the machine cannot provide."""
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """`auto` is the first GPU when torch sees one, else the CPU; `cuda`/`cuda:N` must exist."""
+    name = str(name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise DeviceError(f"device must be {DEVICE_CHOICES}, got {name!r}")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device={name} but torch sees no CUDA GPU on this machine; use device=cpu or device=auto")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise DeviceError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return torch.device("cuda", index)
+
+
+def default_batch_size(device: torch.device) -> int:
+    return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+
+
+def check_inference_precision(precision: str, device: torch.device) -> None:
+    """fp32 and bf16 run anywhere, fp16 on a GPU, int8 (dynamic quantisation) on the CPU."""
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError("precision=fp16 needs a GPU (device=cuda); on the CPU use fp32, bf16 or int8")
+    if precision == "int8" and device.type != "cpu":
+        raise DeviceError("precision=int8 (dynamic quantisation) runs on the CPU only; on a GPU use fp16 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"precision=bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 arithmetic in hardware (AVX-512 BF16 or AMX), which the oneDNN kernels need to be fast."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def trainer_precision(precision: str, use_cpu: bool) -> dict:
+    """The Trainer's mixed-precision arguments for training.precision, refused where the hardware cannot."""
+    if precision not in TRAINING_PRECISIONS:
+        raise DeviceError(f"training.precision must be one of {list(TRAINING_PRECISIONS)}, got {precision!r}")
+    on_gpu = torch.cuda.is_available() and not use_cpu
+    if precision == "fp16" and not on_gpu:
+        raise DeviceError(
+            "training.precision=fp16 needs a CUDA GPU (fp16 mixed precision is GPU-only); on the CPU use bf16 or fp32"
+        )
+    if precision == "bf16":
+        if on_gpu and not torch.cuda.is_bf16_supported():
+            name = torch.cuda.get_device_name()
+            raise DeviceError(f"training.precision=bf16: {name} has no bf16 support (Ampere or newer); use fp16")
+        if not on_gpu and not cpu_supports_bf16():
+            raise DeviceError("training.precision=bf16: this CPU has no bf16 instructions (AVX-512 BF16/AMX); use fp32")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}

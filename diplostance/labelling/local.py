@@ -1,0 +1,267 @@
+"""The local engine: one process streams the inputs through windows of whole articles and checkpoints.
+
+Articles are read lazily; whole articles are gathered into windows of about
+`window_sentences` sentences; each window is predicted, written in document order, and
+checkpointed. Memory therefore depends on the window, never on the input size.
+
+Work in progress lives in `OUT.partial/` (the three output streams plus `state.json`,
+which records the checkpoint: the next unread input item and the byte size of every
+stream). A rerun of the same command truncates anything written after the checkpoint
+and carries on from it. Only a complete run is moved to its final names
+(`OUT.jsonl`, `OUT.docs.jsonl`, `OUT.errors.jsonl`), so a partial output is never
+mistaken for a finished one, and a finished one is never replaced unless
+`overwrite=true`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from diplostance.labelling.inputs import InputError, Source, iter_items
+from diplostance.labelling.model import load_labelling_predictor
+from diplostance.labelling.options import (
+    FORMAT_SUFFIXES,
+    Counts,
+    LabellingError,
+    LabelOptions,
+    LabelSummary,
+    OutputExistsError,
+    OutputPaths,
+)
+from diplostance.labelling.records import Window, convert_records, label_window, split_article
+from diplostance.schema import LabelSpace
+
+log = logging.getLogger(__name__)
+
+LOGGED_ERRORS = 20
+STATE_FILE = "state.json"
+STREAMS = {"records": "records.jsonl", "docs": "docs.jsonl", "errors": "errors.jsonl"}
+
+
+@dataclass
+class RunState:
+    """What `OUT.partial/state.json` records at each checkpoint."""
+
+    fingerprint: dict
+    labels: dict  # targets and polarities, for converting to csv/parquet without the model
+    next_item: list[int] = field(default_factory=lambda: [0, 0])  # (source, item) of the first unwritten item
+    sizes: dict = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))  # bytes of each stream
+    counts: Counts = field(default_factory=Counts)
+    phase: str = "labelling"  # labelling | finishing
+
+    def save(self, work: Path) -> None:
+        tmp = work / (STATE_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(asdict(self), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, work / STATE_FILE)  # atomic: a reader sees the old checkpoint or the new one
+
+    @classmethod
+    def load(cls, work: Path) -> RunState | None:
+        try:
+            data = json.loads((work / STATE_FILE).read_text(encoding="utf-8"))
+            return cls(**{**data, "counts": Counts(**data["counts"])})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+class PartialStreams:
+    """The three JSONL streams in OUT.partial/, opened for appending at the checkpoint."""
+
+    def __init__(self, work: Path, state: RunState):
+        self.work, self.state, self.handles = work, state, {}
+        for key, name in STREAMS.items():
+            path, size = work / name, state.sizes[key]
+            actual = path.stat().st_size if path.exists() else 0
+            if actual < size:
+                raise LabellingError(
+                    f"{path} is shorter ({actual} bytes) than its checkpoint ({size} bytes): the partial output "
+                    "was changed by hand; pass overwrite=true to start again"
+                )
+            with open(path, "ab") as handle:
+                handle.truncate(size)  # drop whatever was written after the last checkpoint
+            self.handles[key] = open(path, "ab")  # noqa: SIM115 - closed in close()
+
+    def write(self, key: str, record: dict) -> None:
+        self.handles[key].write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def checkpoint(self) -> None:
+        for key, handle in self.handles.items():
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the state that points past it
+            self.state.sizes[key] = handle.tell()
+        self.state.save(self.work)
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+@contextlib.contextmanager
+def _locked(work: Path):
+    """One run per output: a second concurrent run would interleave its writes."""
+    created = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    lock = open(work / "lock", "w")  # noqa: SIM115 - closed below
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise LabellingError(f"another labelling run is writing {work}") from None
+    try:
+        yield created
+    finally:
+        lock.close()
+
+
+def _start_or_resume(options: LabelOptions, fingerprint: dict, labels: LabelSpace, created: bool) -> RunState:
+    """The state to continue from, after applying the rules on existing output (see module docstring)."""
+    paths = options.output
+    state = None if created else RunState.load(paths.work)
+    finals = [str(p) for p in paths.finals if p.exists()]
+    if state and options.resume and state.fingerprint == fingerprint:
+        if finals and state.phase != "finishing" and not options.overwrite:
+            raise OutputExistsError(f"{', '.join(finals)} already exist(s); pass overwrite=true to replace")
+        counts = state.counts
+        log.info(
+            "resuming %s: %d articles, %d sentences already labelled", paths.work, counts.articles, counts.sentences
+        )
+        if state.phase != "finishing":
+            _remove(p for p in paths.finals if p.exists())
+        return state
+    if state and options.resume and not options.overwrite:
+        changed = sorted(k for k in fingerprint if state.fingerprint.get(k) != fingerprint[k])
+        raise LabellingError(
+            f"{paths.work} holds an interrupted run with other settings (changed: {', '.join(changed)}); rerun "
+            "that command to finish it, or pass overwrite=true (or resume=false) to discard it"
+        )
+    if finals and not options.overwrite:
+        raise OutputExistsError(
+            f"{', '.join(finals)} already exist(s) (a finished run); pass overwrite=true to replace"
+        )
+    _remove(p for p in paths.finals if p.exists())
+    for name in (*STREAMS.values(), STATE_FILE):
+        (paths.work / name).unlink(missing_ok=True)
+    state = RunState(fingerprint, {"targets": list(labels.targets), "polarities": list(labels.polarities)})
+    state.save(paths.work)
+    return state
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink()
+
+
+def _finish(paths: OutputPaths, state: RunState) -> None:
+    """Move the finished streams to their final names. Every step can be repeated, so a run killed
+    here finishes on the next invocation; the work folder goes last."""
+    state.phase = "finishing"
+    state.save(paths.work)
+    labels = LabelSpace(tuple(state.labels["targets"]), tuple(state.labels["polarities"]))
+    records = paths.work / STREAMS["records"]
+    if records.exists():
+        if paths.format == "jsonl":
+            os.replace(records, paths.records)
+        else:
+            tmp = paths.work / ("records" + FORMAT_SUFFIXES[paths.format])
+            convert_records(records, tmp, paths.format, labels)
+            os.replace(tmp, paths.records)
+            records.unlink()
+    for key, final in (("docs", paths.docs), ("errors", paths.errors)):
+        if (paths.work / STREAMS[key]).exists():
+            os.replace(paths.work / STREAMS[key], final)
+    shutil.rmtree(paths.work)
+
+
+def _predict_window(predictor, window: Window, streams: PartialStreams, labels: LabelSpace) -> None:
+    if not window:  # a stretch of input errors only
+        return
+    for records, doc in label_window(predictor, window, labels):
+        for record in records:
+            streams.write("records", record)
+        streams.write("docs", doc)
+
+
+def _label_items(items, predictor, labels, streams: PartialStreams, window_sentences: int, bar) -> None:
+    state = streams.state
+    window: Window = []
+    pending = 0  # sentences in the window
+    dirty = False  # items consumed since the last checkpoint
+    started, done = time.perf_counter(), 0
+
+    def flush() -> None:
+        nonlocal window, pending, done
+        _predict_window(predictor, window, streams, labels)
+        state.counts.articles += len(window)
+        state.counts.sentences += pending
+        streams.checkpoint()
+        done += pending
+        bar.update(len(window))
+        bar.set_postfix(sentences=state.counts.sentences, sent_per_s=f"{done / (time.perf_counter() - started):.1f}")
+        window, pending = [], 0
+
+    for (s, k), item in items:
+        if isinstance(item, InputError):
+            streams.write("errors", asdict(item))
+            state.counts.failed += 1
+            if state.counts.failed <= LOGGED_ERRORS:  # the errors file has them all; the console, the first few
+                log.warning("skipped %s", item)
+            elif state.counts.failed == LOGGED_ERRORS + 1:
+                log.warning("more inputs failed; every one is listed in the errors file")
+        else:
+            window.append(split_article(item))
+            pending += len(window[-1][1])
+        state.next_item = [s, k + 1]
+        dirty = True
+        if pending >= window_sentences:
+            flush()
+            dirty = False
+    if dirty:
+        flush()
+
+
+def label_locally(
+    options: LabelOptions, kind: str, labels: LabelSpace, sources: list[Source], fingerprint: dict, predictor=None
+) -> LabelSummary:
+    started = time.perf_counter()
+    paths = options.output
+    with _locked(paths.work) as created:
+        try:
+            state = _start_or_resume(options, fingerprint, labels, created)
+        except LabellingError:
+            if created:
+                shutil.rmtree(paths.work, ignore_errors=True)
+            raise
+        resumed = state.next_item != [0, 0] or state.phase == "finishing"
+        if state.phase == "labelling":
+            _run_labelling(options, kind, labels, sources, state, predictor)
+        _finish(paths, state)
+    n_files = sum(s.kind != "error" for s in sources)
+    return LabelSummary(paths, state.counts, n_files, time.perf_counter() - started, resumed)
+
+
+def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources, state: RunState, predictor) -> None:
+    if predictor is None:
+        predictor = load_labelling_predictor(options, kind)
+    items = iter_items(sources, options.jsonl_id_field, options.jsonl_text_field, state.next_item)
+    streams = PartialStreams(options.output.work, state)
+    bar = tqdm(
+        desc="labelling", unit="article", initial=state.counts.articles, disable=not options.progress_bar, smoothing=0.1
+    )
+    try:
+        _label_items(items, predictor, labels, streams, options.window_sentences, bar)
+    finally:
+        bar.close()
+        streams.close()

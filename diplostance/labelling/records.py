@@ -1,0 +1,161 @@
+"""Predicting articles and building what the labeller writes: one record per sentence, one summary per
+article, and their flat csv/parquet form. Both engines call `label_window`; only the execution differs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diplostance.labelling.inputs import Article
+from diplostance.schema import LabelSpace
+from diplostance.scoring import NEUTRAL_POLARITY
+from diplostance.text import Sentence, split_sentences
+
+PROB_DECIMALS = 6
+CONVERT_CHUNK = 10_000  # records per chunk when converting the finished stream to csv/parquet
+KEY_FIELDS = ("doc_id", "source", "sent_idx", "start", "end", "text")
+
+Window = list[tuple[Article, list[Sentence]]]
+
+
+def split_article(article: Article) -> tuple[Article, list[Sentence]]:
+    return article, split_sentences(article.text)
+
+
+def label_window(predictor, window: Window, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
+    """Each article's sentence records and summary, from one prediction over the window's sentences."""
+    texts = [s.text for _, sentences in window for s in sentences]
+    unique = list(dict.fromkeys(texts))  # repeated boilerplate (datelines, bylines) is predicted once
+    row_of = {text: i for i, text in enumerate(unique)}
+    probs = predictor.predict_proba(unique)[[row_of[t] for t in texts]] if texts else np.empty((0, 0, 0))
+    out, row = [], 0
+    for article, sentences in window:
+        article_probs = probs[row : row + len(sentences)]
+        out.append((list(sentence_records(article, sentences, article_probs, labels)), doc_summary(
+            article, article_probs, labels)))  # fmt: skip
+        row += len(sentences)
+    return out
+
+
+def sentence_records(article: Article, sentences: Sequence[Sentence], probs: np.ndarray, labels: LabelSpace):
+    """One output record per sentence: where it comes from (`source`: the file, or file:line for JSON Lines,
+    so equal doc_ids from two inputs stay apart), offsets into the article text, stance and probabilities."""
+    stances = probs.argmax(-1)
+    for i, (sentence, p, st) in enumerate(zip(sentences, probs.tolist(), stances.tolist(), strict=True)):
+        yield {
+            "doc_id": article.doc_id,
+            "source": article.source,
+            "sent_idx": i,
+            "start": sentence.start,
+            "end": sentence.end,
+            "text": sentence.text,
+            "stances": {t: labels.polarities[st[j]] for j, t in enumerate(labels.targets)},
+            "probs": {
+                t: {pol: round(p[j][q], PROB_DECIMALS) for q, pol in enumerate(labels.polarities)}
+                for j, t in enumerate(labels.targets)
+            },
+        }
+
+
+def doc_summary(article: Article, probs: np.ndarray, labels: LabelSpace) -> dict:
+    """Per target: stance counts, mean probabilities, and the dominant non-`none` stance with its share
+    of the article's sentences (null and 0 when no sentence takes a side; ties go to the higher mean)."""
+    n = len(probs)
+    stances = probs.argmax(-1)
+    sided = [q for q, pol in enumerate(labels.polarities) if pol != NEUTRAL_POLARITY]
+    targets = {}
+    for j, target in enumerate(labels.targets):
+        counts = np.bincount(stances[:, j], minlength=len(labels.polarities))
+        mean = probs[:, j].mean(0)
+        best = max(sided, key=lambda q: (counts[q], mean[q]), default=None)
+        dominant = labels.polarities[best] if best is not None and counts[best] > 0 else None
+        targets[target] = {
+            "counts": {pol: int(counts[q]) for q, pol in enumerate(labels.polarities)},
+            "mean_probs": {pol: round(float(mean[q]), PROB_DECIMALS) for q, pol in enumerate(labels.polarities)},
+            "dominant": dominant,
+            "share": round(float(counts[best]) / n, 4) if dominant else 0.0,
+        }
+    return {"doc_id": article.doc_id, "source": article.source, "sentences": n, "targets": targets}
+
+
+# ---------------------------------------------------------------------------- flat form (csv, parquet)
+
+
+def flat_columns(labels: LabelSpace) -> list[str]:
+    """csv/parquet columns: the record's fields with `stances`/`probs` spelled stance.T and prob.T.P."""
+    return [
+        *KEY_FIELDS,
+        *(f"stance.{t}" for t in labels.targets),
+        *(f"prob.{t}.{p}" for t in labels.targets for p in labels.polarities),
+    ]
+
+
+def flatten(record: dict, labels: LabelSpace) -> list:
+    return [
+        *(record[k] for k in KEY_FIELDS),
+        *(record["stances"][t] for t in labels.targets),
+        *(record["probs"][t][p] for t in labels.targets for p in labels.polarities),
+    ]
+
+
+def unflatten(row: dict, labels: LabelSpace) -> dict:
+    """The nested record back from a flat row (a parquet or csv row as a dict)."""
+    return {
+        **{k: row[k] for k in KEY_FIELDS},
+        "stances": {t: row[f"stance.{t}"] for t in labels.targets},
+        "probs": {t: {p: row[f"prob.{t}.{p}"] for p in labels.polarities} for t in labels.targets},
+    }
+
+
+def arrow_schema(labels: LabelSpace):
+    import pyarrow as pa
+
+    keys = [pa.string(), pa.string(), pa.int32(), pa.int64(), pa.int64(), pa.string()]
+    types = keys + [pa.string()] * len(labels.targets)
+    columns = flat_columns(labels)
+    return pa.schema(list(zip(columns, types + [pa.float32()] * (len(columns) - len(types)), strict=True)))
+
+
+def records_table(records: Sequence[dict], labels: LabelSpace, schema=None):
+    """The records as one pyarrow table of flat columns."""
+    import pyarrow as pa
+
+    schema = schema or arrow_schema(labels)
+    if not records:
+        return schema.empty_table()
+    columns = zip(*(flatten(r, labels) for r in records), strict=True)
+    arrays = [pa.array(values, f.type) for values, f in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _chunks(jsonl: Path, size: int = CONVERT_CHUNK) -> Iterator[list[dict]]:
+    chunk = []
+    with open(jsonl, encoding="utf-8") as handle:
+        for line in handle:
+            chunk.append(json.loads(line))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def convert_records(jsonl: Path, target: Path, fmt: str, labels: LabelSpace) -> None:
+    """Write the finished JSONL record stream as csv or parquet, a chunk at a time."""
+    if fmt == "csv":
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(flat_columns(labels))
+            for chunk in _chunks(jsonl):
+                writer.writerows(flatten(r, labels) for r in chunk)
+        return
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(labels)
+    with pq.ParquetWriter(target, schema) as writer:  # with no rows it still writes the schema
+        for chunk in _chunks(jsonl):
+            writer.write_table(records_table(chunk, labels, schema))
