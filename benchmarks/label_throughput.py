@@ -1,22 +1,31 @@
 """Labelling throughput against the stock `transformers.pipeline("text-classification")`.
 
     python benchmarks/label_throughput.py                  # 512 sentences, bf16 on 64 of them
-    python benchmarks/label_throughput.py --quick          # a smoke run of about a minute
+    python benchmarks/label_throughput.py --quick          # a smoke run of a few minutes
     python benchmarks/label_throughput.py --trained-model RUN/model --workdir /tmp/bench
 
 One run, one machine, the same sentences (distinct sentences of the seed articles and the
 corpus, each one the splitter keeps whole) and the same BERT-base-shaped model (12
 layers, hidden 768, vocab 64k, random weights: speed does not depend on them). The stock
 pipeline runs at batch sizes 1, 8 and 32 and the best counts; the labeller runs the whole
-command path (read a JSONL file, split, normalise, predict, write the outputs) in fp32,
-int8 and bf16. bf16 runs on fewer sentences because this CPU has no bf16 matrix unit and
-the path is slow; the table says so. Model loading is excluded on both sides. The paths
-take turns on chunks of the sentences (--rounds), so load from other processes on a
-shared machine falls on all of them alike.
+command path (read a JSONL file, split, normalise, predict, write the outputs) with the
+torch backend in fp32, int8 (torch.ao, legacy) and bf16, and with the ONNX Runtime backend
+in fp32 and int8 (`backend=onnx`; the export, made once into WORKDIR/onnx-cache, is not
+timed). bf16 runs on fewer sentences because it is slow on CPUs without bf16 hardware; the
+table says so. Model loading is excluded on both sides. The paths take turns on chunks of
+the sentences (--rounds), so load from other processes on a shared machine falls on all
+of them alike.
+
+Bound: the CPU's vector extensions are printed, and each path's physical bound is the
+sentences/s it would reach if every multiply-add of the model (linear layers and attention,
+on the sentences' real token counts, no padding) ran at the GEMM rate measured here for its
+arithmetic: torch matmul for fp32 and bf16, ONNX Runtime's MatMulInteger (u8 x s8) for int8's
+linear layers (its attention products stay fp32).
 
 Agreement: on a trained model (--trained-model, or a tiny one trained here) the share of
-(sentence, target) stances on which bf16 and int8 agree with fp32, and on which fp32
-agrees with the stock model run through the pipeline one sentence at a time.
+(sentence, target) stances on which bf16 and int8 agree with fp32, ONNX fp32 with torch fp32,
+ONNX int8 with ONNX fp32, and torch fp32 with the stock model run through the pipeline one
+sentence at a time. benchmarks/onnx_agreement.py gives the ONNX figures in full.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import torch
 
 from diplostance.labelling import label
 from diplostance.modeling import train_wordpiece_tokenizer
+from diplostance.onnx_backend import cpu_extensions, export_onnx, usable_export, weights_hash
 from diplostance.predictor import load_predictor
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization, normalize, split_sentences
@@ -54,7 +64,8 @@ def corpus_sentences() -> list[str]:
     for path in sorted((ROOT / "seeds").glob("*.txt")):
         texts += [s.text for s in split_sentences(path.read_text(encoding="utf-8"))]
     for path in sorted((ROOT / "annotations").rglob("*.jsonl")):
-        texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [r["text"] for r in records if isinstance(r.get("text"), str)]  # other JSONL files: skipped
     return [t for t in dict.fromkeys(texts) if [s.text for s in split_sentences(t)] == [t]]
 
 
@@ -107,18 +118,32 @@ def pipeline_runner(pipe, batch_size: int, labels: LabelSpace):
     return run
 
 
-def labeller_runner(model_dir: Path, precision: str, workdir: Path, batch_size: int):
+def onnx_cache(model_dir: Path, workdir: Path) -> Path:
+    """WORKDIR/onnx-cache, holding the model's fp32 and int8 export (made once, reused by later runs)."""
+    cache = workdir / "onnx-cache"
+    source_hash = weights_hash(model_dir)
+    if not usable_export(cache / source_hash, source_hash, "int8"):
+        description = export_onnx(model_dir, cache / source_hash, int8=True)
+        print(f"exported {model_dir} to ONNX: fused {description['fused_operators']}, int8 {description['int8']}")
+    return cache
+
+
+def labeller_runner(model_dir: Path, precision: str, workdir: Path, batch_size: int, threads, backend="torch"):
     """Times the labeller's whole path: a JSONL file of the sentences (one article each) in, outputs written."""
-    predictor = load_predictor(model_dir, precision=precision, batch_size=batch_size, max_length=MAX_LENGTH)
+    options = {"precision": precision, "batch_size": batch_size, "max_length": MAX_LENGTH, "num_threads": threads}
+    if backend == "onnx":
+        options |= {"backend": "onnx", "cache_dir": onnx_cache(model_dir, workdir)}
+    predictor = load_predictor(model_dir, **options)
     labels = predictor.labels
 
     def run(texts: list[str], normalized: list[str]) -> tuple[float, np.ndarray]:
-        source, out = workdir / f"in-{precision}.jsonl", workdir / f"out-{precision}.jsonl"
+        source, out = workdir / f"in-{backend}-{precision}.jsonl", workdir / f"out-{backend}-{precision}.jsonl"
         with source.open("w", encoding="utf-8") as handle:
             for i, text in enumerate(texts):
                 handle.write(json.dumps({"id": str(i), "text": text}, ensure_ascii=False) + "\n")
         cfg = {"model_dir": str(model_dir), "inputs": [str(source)], "output": str(out), "precision": precision}
         cfg |= {"batch_size": batch_size, "max_length": MAX_LENGTH, "overwrite": True, "progress_bar": False}
+        cfg |= {"backend": backend, "num_threads": threads, "device": "cpu"}
         started = time.perf_counter()
         summary = label(cfg, predictor=predictor)
         seconds = time.perf_counter() - started
@@ -150,14 +175,19 @@ def train_tiny(run_dir: Path, quick: bool) -> Path:
     return run_dir / "model"
 
 
-def agreement(model_dir: Path, texts: list[str]) -> list[tuple[str, int, float]]:
+def agreement(model_dir: Path, texts: list[str], workdir: Path) -> list[tuple[str, int, float]]:
     from transformers import pipeline
 
     fp32 = load_predictor(model_dir, precision="fp32").predict_proba(texts).argmax(-1)
     rows = []
     for precision in ("bf16", "int8"):
         other = load_predictor(model_dir, precision=precision).predict_proba(texts).argmax(-1)
-        rows.append((f"{precision} vs fp32", fp32.size, float((other == fp32).mean())))
+        rows.append((f"torch {precision} vs torch fp32", fp32.size, float((other == fp32).mean())))
+    cache = onnx_cache(model_dir, workdir)
+    onnx = {p: load_predictor(model_dir, backend="onnx", precision=p, cache_dir=cache) for p in ("fp32", "int8")}
+    onnx_fp32, onnx_int8 = (onnx[p].predict_proba(texts).argmax(-1) for p in ("fp32", "int8"))
+    rows.append(("ONNX fp32 vs torch fp32", fp32.size, float((onnx_fp32 == fp32).mean())))
+    rows.append(("ONNX int8 vs ONNX fp32", fp32.size, float((onnx_int8 == onnx_fp32).mean())))
     predictor = load_predictor(model_dir)
     pipe = pipeline("text-classification", model=str(model_dir), device=-1)
     normalized = [normalize(t, predictor.normalization) for t in texts]
@@ -166,6 +196,77 @@ def agreement(model_dir: Path, texts: list[str]) -> list[tuple[str, int, float]]
     )
     rows.append(("fp32 vs stock model", fp32.size, float((pipeline_stances(outputs, predictor.labels) == fp32).mean())))
     return rows
+
+
+def gemm_rates(threads: int, m: int = 512, k: int = 768, n: int = 3072, seconds: float = 0.5):
+    """A function measuring the multiply-add rates (GFLOP/s, 2 per multiply-add) of a BERT-base
+    feed-forward GEMM, per arithmetic; called once per round, the best of its calls counts."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def rate(step) -> float:
+        """From the fastest single GEMM (a few ms): on a shared machine the quietest moment shows the hardware."""
+        step()  # warm-up
+        fastest, started = float("inf"), time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            began = time.perf_counter()
+            step()
+            fastest = min(fastest, time.perf_counter() - began)
+        return 2 * m * k * n / fastest / 1e9
+
+    steps = {}
+    for name, dtype in (("fp32 torch", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        steps[name] = lambda a=a, b=b: torch.matmul(a, b)
+    # ONNX Runtime's kernels: fp32 MatMul (MLAS) and u8 x s8 MatMulInteger, the one under the int8 model's MatMuls.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    rng = np.random.default_rng(0)
+    for name, op, a_type, weights, out_type in (
+        ("fp32 ort", "MatMul", TensorProto.FLOAT, rng.standard_normal((k, n), dtype=np.float32), TensorProto.FLOAT),
+        ("int8", "MatMulInteger", TensorProto.UINT8, rng.integers(-127, 128, (k, n), dtype=np.int8), TensorProto.INT32),
+    ):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "b"], ["y"])],
+            "gemm",
+            [helper.make_tensor_value_info("a", a_type, [m, k])],
+            [helper.make_tensor_value_info("y", out_type, [m, n])],
+            [onnx.numpy_helper.from_array(weights, "b")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8  # onnx writes its newest IR version by default, which onnxruntime may not read yet
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8) if op == "MatMulInteger" else rng.standard_normal((m, k))
+        feed = {"a": a.astype(np.uint8 if op == "MatMulInteger" else np.float32)}
+        steps[name] = lambda session=session, feed=feed: session.run(None, feed)
+    best = dict.fromkeys(steps, 0.0)
+
+    def measure() -> dict[str, float]:
+        for name, step in steps.items():
+            best[name] = max(best[name], rate(step))
+        return {**best, "fp32": max(best["fp32 torch"], best["fp32 ort"])}  # the faster fp32 kernel bounds fp32
+
+    return measure
+
+
+def model_flops(config, token_counts: list[int]) -> tuple[float, float]:
+    """(linear, attention) FLOPs of an encoder over sentences of these token counts, without padding."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = np.asarray(token_counts, dtype=float)
+    linear = layers * 2 * tokens.sum() * (4 * h * h + 2 * h * i)
+    attention = layers * 2 * 2 * (tokens**2).sum() * h  # Q K^T and (softmax) V
+    return float(linear), float(attention)
+
+
+def bound_rate(path: str, n: int, flops: tuple[float, float], rates: dict[str, float]) -> float:
+    """Sentences/s if every multiply-add ran at the measured GEMM rate of the path's arithmetic."""
+    linear, attention = flops
+    if "int8" in path:
+        seconds = linear / (rates["int8"] * 1e9) + attention / (rates["fp32"] * 1e9)
+    else:
+        seconds = (linear + attention) / (rates["bf16" if "bf16" in path else "fp32"] * 1e9)
+    return n / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,28 +309,42 @@ def main(argv: list[str] | None = None) -> int:
     if not (model_dir / "config.json").is_file():
         build_base_model(model_dir, available, labels, args.seed)
 
+    import onnxruntime
+
+    threads = args.threads or torch.get_num_threads()
     normalization = TextNormalization.load(model_dir)
-    lengths = load_predictor(model_dir).encode(texts)
-    print(f"# Labelling throughput: {len(texts)} sentences, {np.mean([len(x) for x in lengths]):.1f} tokens mean")
+    predictor = load_predictor(model_dir)
+    token_counts = [len(x) for x in predictor.encode(texts)]
+    print(f"# Labelling throughput: {len(texts)} sentences, {np.mean(token_counts):.1f} tokens mean")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads; load average before: "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"{torch.__version__} and onnxruntime {onnxruntime.__version__} with {threads} threads; load average "
+        f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    print(f"CPU vector extensions: {' '.join(cpu_extensions()) or 'unknown'}")
+    measure_gemm = gemm_rates(threads)
+    measure_gemm()
     print("model: BERT-base shape (12 layers, hidden 768, vocab 64,000), random weights\n")
+    flops = model_flops(predictor.model.config, token_counts)
+    del predictor
 
     # Every path is timed on the same chunks, in turn, with the order rotated per chunk, so a
     # neighbour's load on this shared machine falls on all of them alike.
     pipe = pipeline("text-classification", model=str(model_dir), device=-1)
     runners = {f"stock pipeline, batch {b}": pipeline_runner(pipe, int(b), labels) for b in args.batch_sizes.split(",")}
     for precision in ("fp32", "int8", "bf16"):
-        runners[f"labeller {precision}"] = labeller_runner(model_dir, precision, workdir, args.batch_size)
+        runners[f"labeller {precision}"] = labeller_runner(model_dir, precision, workdir, args.batch_size, threads)
+    for precision in ("fp32", "int8"):
+        runners[f"labeller onnx {precision}"] = labeller_runner(
+            model_dir, precision, workdir, args.batch_size, threads, backend="onnx"
+        )
     normalized = [normalize(t, normalization) for t in texts]
     chunks = np.array_split(np.arange(len(texts)), args.rounds)
     bf16_chunks = np.array_split(np.arange(min(args.bf16_sentences, len(texts))), args.rounds)
     seconds = dict.fromkeys(runners, 0.0)
     stances = {name: {} for name in runners}
     for c in range(args.rounds):
+        rates = measure_gemm()  # the GEMM rates take their turn too; the best measurement counts
         names = list(runners)[c % len(runners) :] + list(runners)[: c % len(runners)]
         for name in names:
             rows_of = bf16_chunks[c] if name == "labeller bf16" else chunks[c]
@@ -242,12 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"{name} (first {n} sentences only)" if name == "labeller bf16" else name
         rows.append((shown, n, seconds[name], np.array([stances[name][i] for i in sorted(stances[name])])))
 
+    print("GEMM rates (512x768 @ 768x3072, fastest single GEMM; fp32 is the faster of torch and ORT): ", end="")
+    print(", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()) + "\n")
     best = max((r for r in rows if r[0].startswith("stock")), key=lambda r: r[1] / r[2])
     best_rate = best[1] / best[2]
-    print("| path | sentences | seconds | sentences/s | x best stock pipeline |")
-    print("|---|---:|---:|---:|---:|")
+    print("| path | sentences | seconds | sentences/s | x best stock pipeline | GEMM bound, sentences/s | of bound |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, n, seconds, _ in rows:
-        print(f"| {name} | {n} | {seconds:.1f} | {n / seconds:.1f} | {n / seconds / best_rate:.2f}x |")
+        bound = bound_rate(name, len(texts), flops, rates)
+        line = f"| {name} | {n} | {seconds:.1f} | {n / seconds:.1f} | {n / seconds / best_rate:.2f}x |"
+        print(f"{line} {bound:.0f} ({bound / best_rate:.1f}x) | {n / seconds / bound:.0%} |")
     fastest = max((r for r in rows if r[0].startswith("labeller")), key=lambda r: r[1] / r[2])
     ratio = fastest[1] / fastest[2] / best_rate
     verdict = "met" if ratio >= 5 else "MISSED"
@@ -267,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## Agreement with fp32 on a trained model ({trained}), {len(sample)} sentences\n")
         print("| comparison | stances compared | agreement |")
         print("|---|---:|---:|")
-        for name, n, share in agreement(trained, sample):
+        for name, n, share in agreement(trained, sample, workdir / "trained-onnx"):
             print(f"| {name} | {n} | {share:.2%} |")
     print(f"\nmodel folders in {workdir}")
     return 0
