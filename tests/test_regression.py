@@ -93,6 +93,18 @@ def test_tolerance_is_three_seed_deviations_or_the_bootstrap_error_whichever_is_
     assert entry["derivation"]["macro_f_avg"]["seed_values"] == [0.58, 0.60, 0.62]
 
 
+def test_a_single_run_is_judged_against_the_single_run_block_of_a_quality_gate_entry():
+    # a quality-gate entry's top-level figures are seed-ensemble figures, higher than one run reaches
+    ensemble = {
+        key: {metric: value + 0.1 for metric, value in block.items()}
+        for key, block in BASELINE["models"]["tiny"].items()
+    }
+    baseline = {"models": {"tiny": {**ensemble, "single_run": BASELINE["models"]["tiny"]}}}
+    _, rows = compare(METRICS, baseline)
+    assert [row.baseline for row in rows] == list(BASELINE["models"]["tiny"]["figures"].values())
+    assert all(row.passed for row in rows)
+
+
 def test_update_needs_several_seed_runs(tmp_path):
     with pytest.raises(GateError, match="at least 3 seed_runs"):
         update_baseline(tmp_path / "baseline.json", METRICS, [METRICS])
