@@ -1,7 +1,8 @@
 """Annotation files: reading, and validating every rule at once.
 
-An annotation directory holds `schema.yaml`, `splits.yaml`, `seeds.jsonl` and the
-composed corpus under `corpus/*.jsonl`; the seed articles live in `../seeds/`.
+An annotation directory holds `schema.yaml`, `splits.yaml`, `seeds.jsonl`, the
+composed corpus under `corpus/*.jsonl` and real text annotated by people (imported from
+Label Studio) under `annotated/`; the seed articles live in `../seeds/`.
 Every problem is reported as `file:line: rule: message`, never only the first one.
 """
 
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from diplostance.errors import UserError
+from diplostance.errors import BadDataError, UserError
 from diplostance.schema import LabelSpace
+from diplostance.text import sentence_problem
 
-SOURCES = ("seed", "composed")
+SOURCES = ("seed", "composed", "annotated")  # annotated: real text labelled by people
 SPLITS = ("train", "dev", "test")
 REQUIRED_FIELDS = {
     "id": str,
@@ -50,7 +52,7 @@ class Record:
     line: int
 
 
-class AnnotationError(UserError, ValueError):
+class AnnotationError(BadDataError, ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__(f"{len(problems)} annotation problem(s):\n" + "\n".join(map(str, problems)))
@@ -65,13 +67,23 @@ class Corpus:
 
 
 def annotation_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.jsonl")) + sorted((directory / "corpus").glob("**/*.jsonl"))
+    """Top-level *.jsonl, the composed corpus and real text annotated by people (`annotated/`, from Label Studio);
+    `*.review.jsonl` (tasks left for adjudication) are not annotation files."""
+    found = [*sorted(directory.glob("*.jsonl")), *sorted((directory / "corpus").glob("**/*.jsonl"))]
+    found += sorted((directory / "annotated").glob("**/*.jsonl"))
+    return [path for path in found if not path.name.endswith(".review.jsonl")]
 
 
 def read_jsonl(path: Path, problems: list[Problem]) -> list[Record]:
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as raw_lines:  # bytes: a line that is not UTF-8 is one problem, the rest still read
+        for number, raw in enumerate(raw_lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                message = f"byte {raw[error.start]:#04x} at column {error.start} is not UTF-8"
+                problems.append(Problem(path, number, "not-utf8", message))
+                continue
             if not line.strip():
                 problems.append(Problem(path, number, "blank-line", "blank line in a JSON Lines file"))
                 continue
@@ -89,7 +101,16 @@ def read_jsonl(path: Path, problems: list[Problem]) -> list[Record]:
     return records
 
 
-def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem]) -> bool:
+def read_registers(schema_path: Path) -> tuple[str, ...]:
+    """The registers (kinds of outlet) a news-register record may name, from schema.yaml."""
+    try:
+        data = yaml.safe_load(schema_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ()  # LabelSpace.load reports an unreadable schema
+    return tuple(data.get("registers") or ()) if isinstance(data, dict) else ()
+
+
+def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem], registers: tuple[str, ...] = ()) -> bool:
     """Field presence, types and values; False when the record is unusable."""
     data, ok = record.data, True
 
@@ -107,12 +128,16 @@ def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem]) -
         return False
     if not data["text"].strip():
         report("empty-text", "text is empty or whitespace only")
+    elif problem := sentence_problem(data["text"]):
+        report("bad-text", problem)
     if data["sent_idx"] < 0:
         report("field-type", f"'sent_idx' must be >= 0, got {data['sent_idx']}")
     if data["source"] not in SOURCES:
         report("unknown-source", f"source '{data['source']}' is not one of {list(SOURCES)}")
     if data["source"] == "composed" and not str(data.get("rationale", "")).strip():
         report("missing-field", "composed records need a one-line 'rationale'")
+    if "register" in data and data["register"] not in registers:
+        report("unknown-register", f"register {data['register']!r} is not one of {list(registers)} (schema.yaml)")
     for target, polarity in data["stances"].items():
         if target not in labels.targets:
             report("unknown-target", f"target '{target}' is not in the schema {list(labels.targets)}")
@@ -132,7 +157,12 @@ def _check_seed_offsets(record: Record, seeds_dir: Path, seed_texts: dict, probl
     doc_id = data["doc_id"]
     if doc_id not in seed_texts:
         path = seeds_dir / f"{doc_id}.txt"
-        seed_texts[doc_id] = path.read_text(encoding="utf-8") if path.is_file() else None
+        try:
+            seed_texts[doc_id] = path.read_text(encoding="utf-8") if path.is_file() else None
+        except UnicodeDecodeError as error:
+            problems.append(Problem(path, 0, "not-utf8", f"the seed article is not UTF-8 ({error.reason})"))
+            seed_texts[doc_id] = None
+            return
     seed = seed_texts[doc_id]
     if seed is None:
         problems.append(
@@ -196,8 +226,11 @@ def _check_documents(records: list[Record], problems: list[Problem]) -> None:
             )
         by_doc[record.data["doc_id"]].append(record)
     for doc_id, doc_records in by_doc.items():
+        # Annotated real text is a selection of an article's sentences, sent over several rounds:
+        # its sent_idx may have gaps and its records may be in several files; repeats are still errors.
+        sampled = all(r.data["source"] == "annotated" for r in doc_records)
         files = {r.path for r in doc_records}
-        if len(files) > 1:
+        if len(files) > 1 and not sampled:
             problems.append(
                 Problem(
                     doc_records[0].path,
@@ -211,7 +244,7 @@ def _check_documents(records: list[Record], problems: list[Problem]) -> None:
             idx = record.data["sent_idx"]
             if idx < expected:
                 problems.append(Problem(record.path, record.line, "sent-idx", f"{doc_id}: sent_idx {idx} repeated"))
-            elif idx > expected:
+            elif idx > expected and not sampled:
                 problems.append(
                     Problem(
                         record.path,
@@ -230,6 +263,9 @@ def read_splits(path: Path, problems: list[Problem]) -> dict[str, tuple[str, int
         return {}
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        problems.append(Problem(path, 0, "not-utf8", f"byte {error.object[error.start]:#04x} at offset {error.start}"))
+        return {}
     except yaml.YAMLError as error:
         line = getattr(getattr(error, "problem_mark", None), "line", -1) + 1
         problems.append(Problem(path, line, "invalid-yaml", str(error).splitlines()[0]))
@@ -302,19 +338,38 @@ def _check_splits(
         )
 
 
+def load_schema(directory: Path) -> LabelSpace:
+    """The annotation folder's schema.yaml; a missing folder or schema, or an unusable one, is a user error."""
+    path = directory / "schema.yaml"
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such annotation folder (it holds schema.yaml, splits.yaml and *.jsonl)")
+    if not path.is_file():
+        raise UserError(f"{path}: schema file missing; every annotation folder needs one (targets, polarities)")
+    try:
+        return LabelSpace.load(path)
+    except yaml.YAMLError as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", -1) + 1
+        raise AnnotationError([Problem(path, line, "invalid-yaml", str(error).splitlines()[0])]) from error
+    except UnicodeDecodeError as error:
+        raise AnnotationError([Problem(path, 0, "not-utf8", f"byte at offset {error.start}")]) from error
+    except (ValueError, TypeError, AttributeError) as error:  # a schema of the wrong shape
+        raise AnnotationError([Problem(path, 1, "schema-file", f"not a usable schema: {error}")]) from error
+
+
 def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> Corpus:
     """Read and check an annotation directory; `problems` lists everything wrong."""
     directory = Path(directory)
     seeds_dir = Path(seeds_dir) if seeds_dir else directory.parent / "seeds"
     problems: list[Problem] = []
-    labels = LabelSpace.load(directory / "schema.yaml")
+    labels = load_schema(directory)
     records: list[Record] = []
     files = annotation_files(directory)
     if not files:
         problems.append(Problem(directory, 0, "no-annotations", "no *.jsonl annotation files found"))
     for path in files:
         records.extend(read_jsonl(path, problems))
-    usable = [r for r in records if _check_fields(r, labels, problems)]
+    registers = read_registers(directory / "schema.yaml")
+    usable = [r for r in records if _check_fields(r, labels, problems, registers)]
     seed_texts: dict[str, str | None] = {}
     for record in usable:
         if record.data["source"] == "seed":
@@ -328,12 +383,20 @@ def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> C
     return Corpus(labels, usable, {doc_id: split for doc_id, (split, _) in split_entries.items()}, problems)
 
 
+def record_slice(record: dict) -> str:
+    """The report slice of a record: its source, except that composed news-register articles
+    (records with a `register`) are `news`, shown apart from the v1 composed corpus."""
+    if record["source"] == "composed" and record.get("register"):
+        return "news"
+    return record["source"]
+
+
 def count_table(corpus: Corpus) -> str:
-    """Markdown table of sentence counts per source and split, per target and polarity."""
+    """Markdown table of sentence counts per slice and split, per target and polarity."""
     counts: Counter = Counter()
-    groups = sorted({(r.data["source"], corpus.splits.get(r.data["doc_id"], "?")) for r in corpus.records})
+    groups = sorted({(record_slice(r.data), corpus.splits.get(r.data["doc_id"], "?")) for r in corpus.records})
     for r in corpus.records:
-        key = (r.data["source"], corpus.splits.get(r.data["doc_id"], "?"))
+        key = (record_slice(r.data), corpus.splits.get(r.data["doc_id"], "?"))
         counts[key, "sentences"] += 1
         counts[key, "documents", r.data["doc_id"]] = 1
         for target, polarity in r.data["stances"].items():
@@ -344,7 +407,7 @@ def count_table(corpus: Corpus) -> str:
             counts[key, "all_none"] += 1
     labels = corpus.labels
     columns = [f"{t} {'/'.join(p[0] for p in labels.polarities)}" for t in labels.targets]
-    header = ["source", "split", "docs", "sentences", *columns, "all none", "2+ stances"]
+    header = ["slice", "split", "docs", "sentences", *columns, "all none", "2+ stances"]
     rows = []
     for key in [*groups, ("all", "all")]:
         keys = groups if key == ("all", "all") else [key]

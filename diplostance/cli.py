@@ -6,10 +6,13 @@ import argparse
 import sys
 
 from diplostance.annotations import count_table, load_corpus
+from diplostance.errors import reported_as_user_errors, take_verbose_flag
+from diplostance.labelstudio import commands as labelstudio_commands
 
 
 def validate(args: argparse.Namespace) -> int:
-    corpus = load_corpus(args.directory, args.seeds)
+    with reported_as_user_errors():  # a missing folder or schema: one line, exit 2
+        corpus = load_corpus(args.directory, args.seeds)
     for problem in corpus.problems:
         print(problem)
     print(f"\n{len(corpus.records)} records, {len(corpus.problems)} problem(s)\n")
@@ -24,6 +27,21 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_onnx(args: argparse.Namespace) -> int:
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.onnx_backend import ONNX_CONFIG, export_onnx
+
+    with reported_as_user_errors():
+        description = export_onnx(args.model_dir, args.out_dir, int8=args.int8, int8_scheme=args.int8_scheme)
+    folder = args.out_dir or args.model_dir
+    fused = ", ".join(f"{op} {n}" for op, n in description["fused_operators"].items()) or "none"
+    print(f"wrote {', '.join(description['files'].values())} and {ONNX_CONFIG} in {folder}")
+    print(f"fused operators: {fused}")
+    if description["int8"]:
+        print(f"int8 scheme: {description['int8']['scheme']} (CPU: {' '.join(description['cpu_extensions'])})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diplostance", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep = commands.add_parser("compare", help="one comparison table over the runs of a Hydra multirun sweep")
     sweep.add_argument("directory", help="a multirun directory (or any folder holding run folders with metrics.json)")
     sweep.set_defaults(run=compare)
-    args = parser.parse_args(argv)
+    onnx = commands.add_parser("export-onnx", help="export a transformer model folder to ONNX (fp32, and int8)")
+    onnx.add_argument("model_dir", help="a saved transformer model folder")
+    onnx.add_argument("--int8", action="store_true", help="also write the dynamically quantised int8 model")
+    onnx.add_argument("--int8-scheme", default="auto", help="auto (from the CPU) | u8s8 | u8s8_reduce_range | u8u8")
+    onnx.add_argument("--out-dir", default=None, help="write here instead of into MODEL_DIR")
+    onnx.set_defaults(run=export_onnx)
+    labelstudio_commands.add_parser(commands)
+    args = parser.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else argv))
     return args.run(args)
 
 

@@ -1,15 +1,18 @@
 """Stance datasets: the shipped annotations or any external file, as `datasets` objects.
 
 Both loaders return a `StanceData`: the label space and a `DatasetDict` whose splits
-have the columns `id, doc_id, text, source, labels` (`labels` holds one polarity
-index per target, -100 where the target is not annotated).
+have the columns `id, doc_id, text, source, slice, labels` (`labels` holds one polarity
+index per target, -100 where the target is not annotated; `slice` names the part of the
+data a report shows apart: `seed`, `composed`, `news` (composed news-register articles),
+`annotated`, or an external file's source).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -17,17 +20,26 @@ import numpy as np
 import pandas as pd
 from hydra.utils import to_absolute_path
 
-from diplostance.annotations import AnnotationError, load_corpus
-from diplostance.errors import UserError
+from diplostance.annotations import AnnotationError, load_corpus, record_slice
+from diplostance.errors import BadDataError
 from diplostance.schema import LabelSpace
+from diplostance.text import sentence_problem
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 LAYOUTS = ("long", "wide")
-FEATURES_COLUMNS = ("id", "doc_id", "text", "source", "labels")
+FEATURES_COLUMNS = ("id", "doc_id", "text", "source", "slice", "labels")
 
 
-class DataError(UserError, ValueError):
-    """A data file or data config that cannot be used; the message names file, row and rule."""
+class DataError(BadDataError, ValueError):
+    """A data file that cannot be used; the message names file, row and rule (exit status 1)."""
+
+
+class DataConfigError(DataError):
+    """A data config that cannot work, or a data file that is not there (exit status 2)."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -35,10 +47,11 @@ class StanceData:
     labels: LabelSpace
     splits: datasets.DatasetDict
     description: str
+    warnings: list[str] = field(default_factory=list)  # suspicious but legal input; reports repeat them
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self.splits:
-            raise DataError(f"split '{name}' is not available in {self.description} (have {list(self.splits)})")
+            raise DataConfigError(f"split '{name}' is not available in {self.description} (have {list(self.splits)})")
         return self.splits[name]
 
 
@@ -49,9 +62,11 @@ def _to_dataset(rows: list[dict], labels: LabelSpace) -> datasets.Dataset:
             "doc_id": datasets.Value("string"),
             "text": datasets.Value("string"),
             "source": datasets.Value("string"),
+            "slice": datasets.Value("string"),
             "labels": datasets.Sequence(datasets.Value("int64"), length=len(labels.targets)),
         }
     )
+    rows = [{"slice": row["source"], **row} for row in rows]  # an external file's slice is its source
     columns = {name: [row[name] for row in rows] for name in FEATURES_COLUMNS}
     return datasets.Dataset.from_dict(columns, features=features)
 
@@ -63,7 +78,7 @@ def load_data(cfg: Mapping) -> StanceData:
         return load_annotations(to_absolute_path(cfg["directory"]), cfg.get("seeds") and to_absolute_path(cfg["seeds"]))
     if kind == "file":
         return load_file_data(cfg)
-    raise DataError(f"data.kind must be 'annotations' or 'file', got {kind!r}")
+    raise DataConfigError(f"data.kind must be 'annotations' or 'file', got {kind!r}")
 
 
 def load_annotations(directory: str | Path, seeds_dir: str | Path | None = None) -> StanceData:
@@ -79,6 +94,7 @@ def load_annotations(directory: str | Path, seeds_dir: str | Path | None = None)
                 "doc_id": data["doc_id"],
                 "text": data["text"],
                 "source": data["source"],
+                "slice": record_slice(data),
                 "labels": corpus.labels.encode(data["stances"]),
             }
         )
@@ -93,7 +109,7 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
     """Every cell as read; strings such as 'None' or 'NA' stay strings, never missing values."""
     path = Path(to_absolute_path(str(path)))
     if not path.is_file():
-        raise DataError(f"{path}: data file not found")
+        raise DataConfigError(f"{path}: data file not found")
     try:
         if fmt in ("csv", "tsv"):
             return pd.read_csv(
@@ -105,7 +121,7 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
             return pd.read_parquet(path)
     except (ValueError, UnicodeDecodeError, OSError) as error:
         raise DataError(f"{path}: cannot be read as {fmt}: {error}") from error
-    raise DataError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
+    raise DataConfigError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
 
 
 def _row_number(fmt: str, index: int) -> str:
@@ -121,7 +137,9 @@ class _Spelling:
         self.aliases = {str(k).strip().lower(): v for k, v in (polarity_map or {}).items()}
         bad = sorted({v for v in self.aliases.values() if v not in polarities})
         if bad:
-            raise DataError(f"data.polarity_map maps to {bad}, which are not in data.polarities {list(polarities)}")
+            raise DataConfigError(
+                f"data.polarity_map maps to {bad}, which are not in data.polarities {list(polarities)}"
+            )
 
     def __call__(self, value) -> str | None:
         if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
@@ -144,13 +162,22 @@ def _require_columns(frame: pd.DataFrame, names: list[str], path: str) -> None:
         )
 
 
-def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spelling, split: str) -> list[dict]:
-    """Rows as {id, doc_id, text, source, stances} whatever the layout."""
+def _rows_from_frame(
+    frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spelling, split: str, warnings: list[str] | None = None
+) -> list[dict]:
+    """Rows as {id, doc_id, text, source, stances, where} whatever the layout.
+
+    A sentence given twice (same id, or same text) must carry the same labels: conflicting
+    labels are an error naming both lines, a repeat with the same labels a warning.
+    """
     fmt, layout, columns = cfg["format"], cfg["layout"], cfg["columns"]
     target_map = dict(cfg.get("target_map") or {})
     id_col, doc_col, source_col = columns.get("id"), columns.get("doc_id"), columns.get("source")
     _require_columns(frame, [c for c in (columns["text"], id_col, doc_col, source_col) if c], path)
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (a header only?)")
     problems: list[str] = []
+    repeats: list[tuple[str, str]] = []  # (where, where first given)
 
     def polarity(value, where: str, target: str):
         try:
@@ -162,12 +189,34 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
             )
             return None
 
+    given: dict[tuple[str, str], tuple[str, str]] = {}  # (sentence key, target) -> (where, polarity)
+
+    def assign(record: dict, key: str, target: str, value: str | None, where: str) -> None:
+        if value is None:  # an empty cell: this row does not annotate the target
+            record["stances"].setdefault(target, None)
+            return
+        first = given.setdefault((key, target), (where, value))
+        if first[0] == where:
+            record["stances"][target] = value
+            record["lines"][target] = f"{path}: {where}"  # the row that labels this target
+        elif first[1] == value:
+            repeats.append((where, first[0]))
+        else:
+            problems.append(
+                f"{path}: {where}: conflicting labels for the same sentence: target '{target}' is {value!r} here "
+                f"but {first[1]!r} at {first[0]} (keep one row per sentence and target)"
+            )
+
     records: dict[str, dict] = {}
     for index, row in enumerate(frame.to_dict("records")):
         where = _row_number(fmt, index)
         text = row[columns["text"]]
         if not isinstance(text, str) or not text.strip():
             problems.append(f"{path}: {where}: empty text in column '{columns['text']}'")
+            continue
+        problem = sentence_problem(text)
+        if problem and "control character" in problem:
+            problems.append(f"{path}: {where}: {problem}")
             continue
         key = str(row[id_col]) if id_col else text
         record = records.setdefault(
@@ -178,13 +227,18 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
                 "text": text,
                 "source": str(row[source_col]) if source_col else "external",
                 "stances": {},
+                "where": f"{path}: {where}",
+                "lines": {},
             },
         )
+        if record["text"] != text:
+            problems.append(f"{path}: {where}: id {key!r} has another text at {record['where']} (ids must be unique)")
+            continue
         if layout == "long":
             _require_columns(frame, [columns["target"], columns["stance"]], path)
             target = str(row[columns["target"]]).strip()
             target = target_map.get(target, target)
-            record["stances"][target] = polarity(row[columns["stance"]], where, target)
+            assign(record, key, target, polarity(row[columns["stance"]], where, target), where)
         else:
             if columns.get("targets"):
                 _require_columns(frame, list(columns["targets"]), path)
@@ -205,9 +259,29 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
                     continue
             for name, value in raw.items():
                 target = target_map.get(name, name)
-                record["stances"][target] = polarity(value, where, target)
+                assign(record, key, target, polarity(value, where, target), where)
+    if id_col:  # the same text under two ids is the same sentence: its labels must agree too
+        by_text: dict[str, dict] = {}
+        for record in records.values():
+            first = by_text.setdefault(record["text"], record)
+            if first is record:
+                continue
+            for target, value in record["stances"].items():
+                other = first["stances"].get(target)
+                if value is not None and other is not None and value != other:
+                    problems.append(
+                        f"{record['where']}: conflicting labels for the same sentence: target '{target}' is {value!r} "
+                        f"here but {other!r} at {first['where']} (id {first['id']!r})"
+                    )
+                elif value is not None and value == other:
+                    repeats.append((record["where"].split(": ", 1)[1], first["where"].split(": ", 1)[1]))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(problems))
+    if repeats and warnings is not None:
+        warnings.append(
+            f"{path}: {len(repeats)} row(s) repeat a sentence with the same labels (first: {repeats[0][0]} repeats "
+            f"{repeats[0][1]}); each sentence is used once"
+        )
     for record in records.values():
         record["doc_id"] = record["doc_id"] or record["id"]
     return list(records.values())
@@ -216,7 +290,7 @@ def _rows_from_frame(frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spell
 def _seeded_split(rows: list[dict], fractions: Mapping[str, float], by: str, seed: int) -> dict[str, list[dict]]:
     """Hold out shares of rows (or of whole documents) with a fixed seed."""
     if by not in ("row", "document"):
-        raise DataError(f"data.split_by must be 'row' or 'document', got {by!r}")
+        raise DataConfigError(f"data.split_by must be 'row' or 'document', got {by!r}")
     units = sorted({r["doc_id"] for r in rows}) if by == "document" else [r["id"] for r in rows]
     order = np.random.default_rng(seed).permutation(len(units))
     assignment, start = {}, 0
@@ -237,28 +311,32 @@ def _seeded_split(rows: list[dict], fractions: Mapping[str, float], by: str, see
 def load_file_data(cfg: Mapping) -> StanceData:
     fmt, layout = cfg.get("format"), cfg.get("layout")
     if fmt not in FORMATS:
-        raise DataError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
+        raise DataConfigError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
     if layout not in LAYOUTS:
-        raise DataError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
+        raise DataConfigError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
     polarities = tuple(cfg["polarities"])
     spell = _Spelling(polarities, cfg.get("polarity_map"))
+    warnings: list[str] = []
     files = {name: cfg.get(name) for name in ("train", "dev", "test") if cfg.get(name)}
     if cfg.get("path"):
         if files:
-            raise DataError("give either data.path (one file, split with a seed) or data.train/dev/test, not both")
-        rows = _rows_from_frame(read_table(cfg["path"], fmt), cfg["path"], cfg, spell, "all")
+            raise DataConfigError(
+                "give either data.path (one file, split with a seed) or data.train/dev/test, not both"
+            )
+        rows = _rows_from_frame(read_table(cfg["path"], fmt), cfg["path"], cfg, spell, "all", warnings)
         fractions = {"test": cfg["test_fraction"], "dev": cfg["dev_fraction"]}
         by_split = _seeded_split(rows, fractions, cfg["split_by"], cfg["seed"])
     elif files:
         by_split = {
-            name: _rows_from_frame(read_table(path, fmt), path, cfg, spell, name) for name, path in files.items()
+            name: _rows_from_frame(read_table(path, fmt), path, cfg, spell, name, warnings)
+            for name, path in files.items()
         }
         if "train" in by_split and "dev" not in by_split and cfg.get("dev_fraction", 0) > 0:
             by_split.update(
                 _seeded_split(by_split.pop("train"), {"dev": cfg["dev_fraction"]}, cfg["split_by"], cfg["seed"])
             )
     else:
-        raise DataError("data=file needs data.train (and optionally data.dev, data.test) or data.path")
+        raise DataConfigError("data=file needs data.train (and optionally data.dev, data.test) or data.path")
 
     found = tuple(dict.fromkeys(t for rows in by_split.values() for r in rows for t in r["stances"]))
     targets = tuple(cfg["targets"]) if cfg.get("targets") else found
@@ -268,7 +346,14 @@ def load_file_data(cfg: Mapping) -> StanceData:
             f"targets {unknown} are in the data but not in data.targets {list(targets)} "
             "(add them, or rename them with data.target_map)"
         )
-    labels = LabelSpace(targets, polarities)
+    targets, coverage = _training_coverage(by_split, targets, explicit=bool(cfg.get("targets")))
+    warnings += coverage
+    try:
+        labels = LabelSpace(targets, polarities)
+    except ValueError as error:  # an empty target name, or '=' in one
+        raise DataError(f"the data's targets cannot be used: {error}") from error
+    for warning in warnings:
+        log.warning(warning)
     splits = datasets.DatasetDict(
         {
             name: _to_dataset([{**r, "labels": labels.encode(r["stances"])} for r in rows], labels)
@@ -276,4 +361,51 @@ def load_file_data(cfg: Mapping) -> StanceData:
             if rows
         }
     )
-    return StanceData(labels, splits, f"{fmt} files {sorted(set(files.values()) | {cfg.get('path')} - {None})}")
+    description = f"{fmt} files {sorted(set(files.values()) | {cfg.get('path')} - {None})}"
+    return StanceData(labels, splits, description, warnings)
+
+
+MIN_TARGET_ROWS = 3  # fewer annotated training rows than this: more likely a typo than a target
+
+
+def _training_coverage(
+    by_split: dict[str, list[dict]], targets: tuple[str, ...], explicit: bool
+) -> tuple[tuple[str, ...], list[str]]:
+    """The targets a model can learn from the training rows, and warnings about the others.
+
+    A target annotated only in dev or test would be predicted uniformly and pull every
+    overall figure down: it is left out (kept, with a warning, when data.targets names it).
+    A target with very few training rows (a typo in a target column) and a polarity never
+    seen in training are warned about.
+    """
+    if "train" not in by_split:  # evaluation data: nothing is trained on it
+        return targets, []
+    warnings, kept = [], []
+    for target in targets:
+        rows = [r for r in by_split["train"] if r["stances"].get(target) is not None]
+        elsewhere = [r for name, rs in by_split.items() if name != "train" for r in rs if r["stances"].get(target)]
+        labelled = rows or elsewhere
+        first_row = labelled[0]["lines"].get(target, labelled[0]["where"]) if labelled else "no row"
+        if not rows:
+            if explicit:
+                kept.append(target)
+                warnings.append(f"target '{target}' has no annotated training row: the model predicts it uniformly")
+            else:
+                warnings.append(
+                    f"target '{target}' is annotated only outside the training data ({len(elsewhere)} row(s), first "
+                    f"at {first_row}): it is left out of the model and the metrics "
+                    "(name it in data.targets to keep it)"
+                )
+            continue
+        kept.append(target)
+        if len(rows) < MIN_TARGET_ROWS:
+            warnings.append(
+                f"target '{target}' has only {len(rows)} annotated training row(s) (first at {first_row}): "
+                "a typo in the target column? (data.targets restricts the targets)"
+            )
+        unseen = sorted({r["stances"][target] for r in elsewhere} - {r["stances"][target] for r in rows})
+        if unseen:
+            warnings.append(f"target '{target}': polarity {unseen} is in dev/test but never in the training data")
+    if not kept:
+        raise DataError(f"no target has an annotated training row (targets found: {list(targets)})")
+    return tuple(kept), warnings

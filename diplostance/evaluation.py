@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -15,12 +18,17 @@ import evaluate
 import numpy as np
 
 from diplostance.data import DataError, StanceData
+from diplostance.outputs import FINISHED_MARKER
 from diplostance.predictor import load_predictor
-from diplostance.reports import write_confusion_plots, write_report
+from diplostance.reports import REAL_TEXT_SLICES, write_confusion_plots, write_report
 from diplostance.schema import IGNORE_INDEX, LabelSpace
 from diplostance.scoring import STANCE_METRIC_PATH, bootstrap_intervals
 
 SEED_SOURCE = "seed"
+
+
+def slice_order(name: str) -> tuple[int, str]:
+    return (REAL_TEXT_SLICES.index(name) if name in REAL_TEXT_SLICES else len(REAL_TEXT_SLICES), name)
 
 
 def align_references(dataset: datasets.Dataset, data_labels: LabelSpace, model_labels: LabelSpace) -> np.ndarray:
@@ -74,12 +82,23 @@ def score_dataset(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Overall metrics, plus the seed slice apart when the data has seed sentences."""
+    """Overall metrics, plus each slice apart (`seed`, `news`, `composed`, `annotated`, ...).
+
+    `sources` gives each sentence's slice. `seed_slice` repeats the seed slice under the
+    name the quality gate and older reports read.
+    """
     preds = probs.argmax(axis=-1)
     metrics = score(preds, refs, model_labels, n_resamples, seed)
-    is_seed = np.array([s == SEED_SOURCE for s in sources])
-    if is_seed.any():
-        metrics["seed_slice"] = score(preds[is_seed], refs[is_seed], model_labels, n_resamples, seed)
+    names = np.array(sources)
+    metrics["slices"] = {
+        name: {
+            "sentences": int((names == name).sum()),
+            **score(preds[names == name], refs[names == name], model_labels, n_resamples, seed),
+        }
+        for name in sorted(set(sources), key=slice_order)
+    }
+    if SEED_SOURCE in metrics["slices"]:
+        metrics["seed_slice"] = {k: v for k, v in metrics["slices"][SEED_SOURCE].items() if k != "sentences"}
     return metrics
 
 
@@ -96,6 +115,7 @@ def prediction_records(dataset: datasets.Dataset, probs: np.ndarray, refs: np.nd
             "id": row["id"],
             "doc_id": row["doc_id"],
             "source": row["source"],
+            "slice": row.get("slice", row["source"]),
             "text": row["text"],
             "stances": stances,
         }
@@ -111,15 +131,29 @@ def write_outputs(
     model_labels: LabelSpace,
     baseline: dict | None = None,
 ) -> None:
-    """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir."""
+    """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir.
+
+    Written into a hidden staging folder, then renamed into place one by one, metrics.json
+    last: a file appears under its name only when complete, and metrics.json marks a finished run.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    records = list(prediction_records(dataset, probs, refs, model_labels))
-    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    plots = write_confusion_plots(out_dir, metrics, model_labels.polarities)
-    write_report(out_dir / "report.md", title, metrics, records, plots, model_labels.polarities, baseline)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-outputs-", dir=out_dir))
+    try:
+        records = list(prediction_records(dataset, probs, refs, model_labels))
+        with (staging / "predictions.jsonl").open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        plots = write_confusion_plots(staging, metrics, model_labels.polarities)
+        write_report(staging / "report.md", title, metrics, records, plots, model_labels.polarities, baseline)
+        (staging / FINISHED_MARKER).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        for name in sorted(os.listdir(staging), key=lambda n: n == FINISHED_MARKER):
+            os.replace(staging / name, out_dir / name)
+    except OSError as error:
+        if error.filename is None:  # a failed write (a full disk) names no file: name the folder
+            raise OSError(error.errno, error.strerror, str(out_dir)) from error
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def evaluate_model(
@@ -138,7 +172,9 @@ def evaluate_model(
     dataset = data.split(split)
     probs = predictor.predict_proba(dataset["text"])
     refs = align_references(dataset, data.labels, predictor.labels)
-    metrics = score_dataset(probs, refs, dataset["source"], predictor.labels, n_resamples, seed)
+    slices = dataset["slice"] if "slice" in dataset.column_names else dataset["source"]
+    metrics = score_dataset(probs, refs, slices, predictor.labels, n_resamples, seed)
     metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.description
+    metrics["warnings"] = list(data.warnings)  # suspicious but legal input, repeated in report.md
     write_outputs(out_dir, title, metrics, dataset, probs, refs, predictor.labels, baseline)
     return metrics

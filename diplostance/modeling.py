@@ -107,9 +107,15 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequen
 
 
 def build_tiny_model(texts: list[str], labels: LabelSpace, cfg: Mapping, seed: int):
-    """Tokenizer trained on the training text plus a small, seeded, randomly initialised BERT."""
+    """Tokenizer trained on `texts` plus a small, seeded, randomly initialised BERT."""
     tokenizer = train_wordpiece_tokenizer(texts, cfg["vocab_size"], cfg.get("min_frequency", 2))
-    config = BertConfig(
+    config = tiny_config(tokenizer, labels, cfg)
+    torch.manual_seed(seed)
+    return tokenizer, AutoModelForSequenceClassification.from_config(config)
+
+
+def tiny_config(tokenizer, labels: LabelSpace, cfg: Mapping) -> BertConfig:
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg["hidden_size"],
         num_hidden_layers=cfg["num_layers"],
@@ -123,8 +129,51 @@ def build_tiny_model(texts: list[str], labels: LabelSpace, cfg: Mapping, seed: i
         id2label=labels.id2label,
         label2id=labels.label2id,
     )
+
+
+def pretrain_masked_lm(
+    model, tokenizer, texts: list[str], cfg: Mapping, seed: int, work_dir: Path, use_cpu: bool = True
+) -> dict:
+    """Masked-language-model pre-training of `model`'s encoder on unlabelled `texts`, in place.
+
+    The tiny encoder starts from random weights and sees only a few thousand labelled
+    sentences; a few epochs of MLM on the same text (no labels used) give it word
+    representations before fine-tuning, which helps most on sentences unlike the
+    training ones. Returns facts for metrics.json.
+    """
+    from datasets import Dataset
+    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
     torch.manual_seed(seed)
-    return tokenizer, AutoModelForSequenceClassification.from_config(config)
+    mlm = BertForMaskedLM(model.config)
+    encoded = Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=cfg.get("max_length", 128)),
+        batched=True,
+        remove_columns=["text"],
+    )
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg.get("batch_size", 32),
+        learning_rate=cfg.get("learning_rate", 1e-3),
+        weight_decay=0.01,
+        warmup_steps=0.1,
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=use_cpu,
+        dataloader_num_workers=0,
+    )
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.get("mask_probability", 0.15), seed=seed)
+    trainer = Trainer(model=mlm, args=args, train_dataset=encoded, data_collator=collator)
+    result = trainer.train()
+    missing = model.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
+    # The MLM encoder has no pooler; the classifier's pooler stays randomly initialised.
+    assert all(k.startswith("pooler.") for k in missing.missing_keys), missing
+    return {"mlm_sentences": len(texts), "mlm_epochs": cfg["epochs"], "mlm_loss": result.training_loss}
 
 
 def encode_texts(tokenizer, texts, normalization: TextNormalization, max_length: int):

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from diplostance.errors import UserError
+from diplostance.errors import EXIT_CANNOT_START, BadDataError
+from diplostance.outputs import atomic_write_text
 
 Z_95 = 3.92  # width of a 95% normal interval in standard deviations
 SEED_SIGMAS = 3.0
 
 
-class GateError(UserError, ValueError):
+class GateError(BadDataError, ValueError):
     """A metrics or baseline file the gate cannot judge: never a pass."""
 
 
@@ -50,10 +52,10 @@ class GateRow:
 def read_json(path: str | Path, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise GateError(f"{path}: {what} file not found")
+        raise GateError(f"{path}: {what} file not found", exit_code=EXIT_CANNOT_START)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise GateError(f"{path}: {what} file is not valid JSON ({error})") from error
     if not isinstance(data, dict):
         raise GateError(f"{path}: {what} file must hold a JSON object")
@@ -61,11 +63,17 @@ def read_json(path: str | Path, what: str) -> dict:
 
 
 def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
-    """The gated figures of a metrics.json; a missing or non-numeric one is an error."""
+    """The gated figures of a metrics.json; a missing, non-finite or out-of-range one is an error.
+
+    Every gated figure is an F1 average, so it lies in [0, 1]: Infinity, NaN (which JSON
+    parsers accept) or 1.5 mean a broken metrics file, never a pass or a plain regression.
+    """
 
     def number(value, name):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise GateError(f"{source}: '{name}' is missing or not a number")
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise GateError(f"{source}: '{name}' is {value}, not a figure in [0, 1]: the metrics file is broken")
         return float(value)
 
     targets = metrics.get("targets")
@@ -108,8 +116,15 @@ def compare(metrics: dict, baseline: dict, model: str | None = None) -> tuple[st
     if not isinstance(entries, dict) or name not in entries:
         known = sorted(entries) if isinstance(entries, dict) else []
         raise GateError(f"baseline: no entry for model '{name}' (has {known}); write one with update=true")
-    entry = entries[name]
+    # A quality-gate entry (diplostance.gate) judges seed ensembles; one run is judged against its single-run block.
+    entry = entries[name].get("single_run", entries[name])
     now = gated_figures(metrics)
+    unjudged = sorted(set(now) - set(entry["figures"]))
+    if unjudged:
+        raise GateError(
+            f"metrics: {unjudged} are not in the baseline entry '{name}', so the gate cannot judge them "
+            "(a new or renamed target?); write a baseline that has them, on purpose, with update=true"
+        )
     rows = []
     for metric, reference in entry["figures"].items():
         if metric not in now:
@@ -173,5 +188,5 @@ def update_baseline(baseline_path: Path, metrics: dict, seed_runs: list[dict], m
         f"bootstrap standard error = (95% interval high - low) / {Z_95}"
     )
     baseline.setdefault("models", {})[model or model_name(metrics)] = baseline_entry(metrics, seed_runs)
-    baseline_path.write_text(json.dumps(baseline, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(baseline_path, json.dumps(baseline, indent=2) + "\n")
     return baseline

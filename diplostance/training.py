@@ -27,15 +27,20 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
-from diplostance.errors import UserError
+from diplostance.devices import trainer_precision
+from diplostance.distributed import is_main_process
+from diplostance.ensemble import fit_ensemble
+from diplostance.errors import BadDataError, UserError
 from diplostance.evaluation import evaluate_model
 from diplostance.modeling import (
     build_tiny_model,
     class_weights_from_labels,
     encode_texts,
     load_pretrained,
+    pretrain_masked_lm,
     stance_loss,
 )
+from diplostance.outputs import atomic_directory, atomic_write_text
 from diplostance.reports import per_label_table, summary_table
 from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
@@ -47,6 +52,22 @@ MODEL_SUBDIR = "model"
 
 class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names the key."""
+
+
+class TrainingError(BadDataError, ValueError):
+    """Training ran but its result cannot be trusted (a NaN loss): no model is saved."""
+
+
+def require_finite_losses(log_history: list[dict], train_rows: int) -> None:
+    """Refuse a training whose loss became NaN or infinite, before its model is saved."""
+    for entry in log_history:
+        for key in ("loss", "eval_loss"):
+            if key in entry and not np.isfinite(entry[key]):
+                raise TrainingError(
+                    f"training gave {key} {entry[key]} at epoch {entry.get('epoch')}: no model saved. With "
+                    f"{train_rows} training sentence(s), the data is too small, or the dev split has polarities "
+                    "the training split never has (see the warnings above)"
+                )
 
 
 def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max_length: int):
@@ -112,6 +133,8 @@ def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> Traini
         data_seed=cfg.seed,
         full_determinism=t.full_determinism,
         use_cpu=t.use_cpu,
+        **trainer_precision(t.get("precision", "fp32"), t.use_cpu),  # bf16=/fp16= mixed precision
+        activation_checkpointing=bool(t.get("gradient_checkpointing", False)),  # gradient checkpointing
         report_to=report_to,
         disable_tqdm=not t.progress_bar,
         dataloader_num_workers=0,
@@ -124,9 +147,15 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
     m, t = cfg.model, cfg.training
     if "dev" not in data.splits:
         raise ConfigError("training needs a dev split for early stopping: add data.dev or set data.dev_fraction > 0")
+    pretraining = {}
     if m.kind == "tiny":
-        texts = [normalize(x, normalization) for x in data.splits["train"]["text"]]
+        # Unlabelled text for the vocabulary and the MLM pre-training: never the split being evaluated.
+        text_splits = ["train", *(["dev"] if m.get("unlabelled_text", "train") == "train_dev" else [])]
+        texts = [normalize(x, normalization) for name in text_splits for x in data.splits[name]["text"]]
         tokenizer, model = build_tiny_model(texts, data.labels, m, cfg.seed)
+        if m.get("mlm") and m.mlm.get("epochs"):
+            use_cpu = bool(t.use_cpu) or not torch.cuda.is_available()
+            pretraining = pretrain_masked_lm(model, tokenizer, texts, m.mlm, cfg.seed, run_dir / "mlm", use_cpu)
     elif m.kind == "pretrained":
         tokenizer, model = load_pretrained(m.name_or_path, data.labels, m.get("revision"), m.trust_remote_code)
     else:
@@ -150,6 +179,7 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
         callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)],
     )
     trainer.class_weights = weights  # kept for metrics.json
+    trainer.pretraining = pretraining
     return trainer
 
 
@@ -169,12 +199,16 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     share = padding_share(trainer.get_train_dataloader())
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
+    require_finite_losses(trainer.state.log_history, len(data.splits["train"]))
+    if not trainer.is_world_process_zero():  # under DDP every rank trains; rank 0 alone writes
+        return {}
     model_dir = run_dir / MODEL_SUBDIR
     # The best checkpoint (load_best_model_at_end). save_pretrained rather than Trainer.save_model, which
     # adds training_args.bin, a pickle: model folders must load without executing code.
-    trainer.model.save_pretrained(model_dir)
-    trainer.processing_class.save_pretrained(model_dir)
-    normalization.save(model_dir)
+    with atomic_directory(model_dir) as staging:  # the model folder appears only once complete
+        trainer.model.save_pretrained(staging)
+        trainer.processing_class.save_pretrained(staging)
+        normalization.save(staging)
     weights = trainer.class_weights
     return {
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -183,22 +217,36 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
         "best_dev_macro_f_avg": trainer.state.best_metric,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "padding_share": share,
+        "world_size": trainer.args.world_size,  # processes that trained together (DDP under torchrun)
+        "precision": cfg.training.get("precision", "fp32"),
         "class_weights": weights.tolist() if weights is not None else None,
+        **trainer.pretraining,
     }
 
 
 def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
     started = time.perf_counter()
-    train = data.splits["train"]
-    model = TfidfStanceModel.fit(
-        [normalize(x, normalization) for x in train["text"]],
-        train["labels"],
-        data.labels,
-        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg,
-    )
-    model.save(model_dir)
-    normalization.save(model_dir)
-    return {"train_seconds": round(time.perf_counter() - started, 1)}
+    train, dev = data.splits["train"], data.splits.get("dev")
+    try:
+        model = TfidfStanceModel.fit(
+            [normalize(x, normalization) for x in train["text"]],
+            train["labels"],
+            data.labels,
+            OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg,
+            dev_texts=[normalize(x, normalization) for x in dev["text"]] if dev is not None else None,
+            dev_rows=dev["labels"] if dev is not None else None,
+        )
+    except ValueError as error:
+        if "vocabulary" not in str(error):
+            raise
+        raise TrainingError(
+            f"tfidf: the training text ({len(train)} sentence(s)) gives no features ({error}): too little text"
+        ) from error
+    with atomic_directory(model_dir) as staging:  # the model folder appears only once complete
+        model.save(staging)
+        normalization.save(staging)
+    # C and the `none` offsets chosen on dev, per target, with the dev scores of the whole grid
+    return {"train_seconds": round(time.perf_counter() - started, 1), "selection": model.options["selection"]}
 
 
 def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dict) -> None:
@@ -234,12 +282,17 @@ def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dic
         "```",
         "",
     ]
-    (model_dir / "README.md").write_text("\n".join(card), encoding="utf-8")
+    atomic_write_text(model_dir / "README.md", "\n".join(card))
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train the configured model, evaluate it on `cfg.eval_split`, write every output."""
+def train(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """Train the configured model, evaluate it on `cfg.eval_split`, write every output.
+
+    Under torchrun / accelerate launch every rank trains (DDP) and rank 0 alone writes, evaluates
+    and returns the metrics; the other ranks return None."""
     started = time.perf_counter()
+    if cfg.model.kind != "tfidf":  # an impossible precision stops before any work
+        trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
     set_seed(cfg.seed)
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
@@ -247,9 +300,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
     model_dir = run_dir / MODEL_SUBDIR
     if cfg.model.kind == "tfidf":
+        if not is_main_process():  # nothing to distribute: rank 0 alone fits the tfidf model
+            return None
         facts = train_tfidf(cfg.model.tfidf, data, normalization, model_dir)
     else:
         facts = train_transformer(cfg, data, normalization, run_dir)
+        if not is_main_process():  # the baseline, the evaluation and the reports: rank 0 only
+            return None
 
     baseline = None
     if cfg.compare_baseline and cfg.model.kind != "tfidf":
@@ -264,6 +321,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             n_resamples=cfg.bootstrap_resamples,
             seed=cfg.seed,
         )
+    ensemble = None
+    if baseline and cfg.get("ensemble", False):
+        # transformer + tfidf, weights and `none` offsets chosen on dev: a model folder like any other
+        ensemble_dir = run_dir / "ensemble"
+        members = {"transformer": model_dir, "tfidf": run_dir / "baseline" / MODEL_SUBDIR}
+        choice = fit_ensemble(members, data, ensemble_dir / MODEL_SUBDIR)
+        ensemble = evaluate_model(
+            ensemble_dir / MODEL_SUBDIR,
+            data,
+            cfg.eval_split,
+            ensemble_dir,
+            f"ensemble: {cfg.model.name} + tfidf",
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+        )
+        ensemble["choice"] = vars(choice)
 
     metrics = evaluate_model(
         model_dir,
@@ -279,8 +352,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
     if baseline:
         metrics["baseline"] = {
-            k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice") if k in baseline
+            k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices") if k in baseline
         }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if ensemble:
+        metrics["ensemble"] = {
+            k: ensemble[k]
+            for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices", "choice")
+            if k in ensemble
+        }
     _model_card(model_dir, cfg, data, metrics)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: marks a finished run
     return metrics

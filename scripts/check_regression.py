@@ -1,6 +1,9 @@
 """Fail (exit 1) when model quality falls below the committed baseline by more than its tolerance.
 
 python scripts/check_regression.py metrics=RUN/metrics.json [baseline=benchmarks/quality_baseline.json]
+
+Exit status: 0 pass, 1 a gated figure fell by more than its tolerance or the metrics cannot be
+judged (not finite, out of range, targets that differ from the baseline), 2 a file is missing.
 """
 
 import sys
@@ -10,26 +13,25 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from diplostance.regression import GateError, compare, markdown, read_json, update_baseline
+from diplostance.errors import reported_as_user_errors, take_verbose_flag
+from diplostance.regression import compare, markdown, read_json, update_baseline
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="check_regression")
 def main(cfg: DictConfig) -> None:
-    baseline_path = Path(to_absolute_path(cfg.baseline))
-    try:
+    with reported_as_user_errors():
+        baseline_path = Path(to_absolute_path(cfg.baseline))
         metrics = read_json(to_absolute_path(cfg.metrics), "metrics")
         if cfg["update"]:  # item access: cfg.update is DictConfig's dict-style update() method
             seed_runs = [read_json(to_absolute_path(p), "seed run metrics") for p in cfg.seed_runs]
             update_baseline(baseline_path, metrics, seed_runs, cfg.entry)
             print(f"baseline written: {baseline_path}")
         model, rows = compare(metrics, read_json(baseline_path, "baseline"), cfg.entry)
-    except GateError as error:
-        sys.exit(f"quality gate error: {error}")
-    table = markdown(model, rows)
-    print(table)
-    if cfg.summary_file:
-        with open(cfg.summary_file, "a", encoding="utf-8") as summary:
-            summary.write(table + "\n\n")
+        table = markdown(model, rows)
+        print(table)
+        if cfg.summary_file:
+            with open(cfg.summary_file, "a", encoding="utf-8") as summary:
+                summary.write(table + "\n\n")
     failed = [row.metric for row in rows if not row.passed]
     if failed:
         sys.exit(f"quality gate FAILED for {model}: {', '.join(failed)} fell by more than the tolerance")
@@ -37,4 +39,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])
     main()

@@ -11,32 +11,34 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+import diplostance.outputs  # noqa: F401  (registers the ${run_id:} resolver of the run folder names)
 from diplostance.data import load_data
-from diplostance.errors import UserError
+from diplostance.errors import reported_as_user_errors, take_verbose_flag
 from diplostance.evaluation import evaluate_model
+from diplostance.predictor import check_model_folder
 from diplostance.reports import per_label_table
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    model_dir = Path(to_absolute_path(cfg.model_dir))
-    try:
+    with reported_as_user_errors():
+        model_dir = Path(to_absolute_path(cfg.model_dir))
+        check_model_folder(model_dir)  # before the data is read: a broken folder is reported at once
         metrics = evaluate_model(
             model_dir,
             load_data(cfg.data),
             cfg.split,
             run_dir,
             f"evaluation of {model_dir}",
-            predictor_options=OmegaConf.to_container(cfg.predictor),
+            predictor_options=OmegaConf.to_container(cfg.predictor, resolve=True),
             n_resamples=cfg.bootstrap_resamples,
             seed=cfg.seed,
         )
-    except UserError as error:
-        sys.exit(f"error: {error}")
     print(per_label_table(metrics))
     print(f"outputs in {run_dir}")
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])
     main()

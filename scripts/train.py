@@ -12,22 +12,27 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from diplostance.errors import UserError
+import diplostance.outputs  # noqa: F401  (registers the ${run_id:} resolver of the run folder names)
+from diplostance.distributed import shared_run_dir
+from diplostance.errors import reported_as_user_errors, take_verbose_flag
 from diplostance.reports import per_label_table
 from diplostance.training import train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with reported_as_user_errors():
         metrics = train(cfg, run_dir)
-    except UserError as error:
-        sys.exit(f"error: {error}")
+    if metrics is None:  # a rank other than 0 of a multi-process launch: rank 0 reports
+        return None
     print(per_label_table(metrics))
     logging.getLogger(__name__).info("outputs in %s", run_dir)
     return metrics["macro_f_avg"]
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])
+    with reported_as_user_errors():  # torchrun / accelerate launch: every rank gets rank 0's run folder
+        sys.argv[1:] = shared_run_dir(sys.argv[1:], Path(__file__).resolve().parents[1] / "configs", "train")
     main()

@@ -62,3 +62,16 @@ def tfidf_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tfidf_model_dir(tfidf_run) -> Path:
     return tfidf_run / "model"
+
+
+@pytest.fixture(scope="session")
+def small_tfidf_model_dir(tmp_path_factory) -> Path:
+    """A tfidf model folder trained in a second on the small CSV fixtures (for tests that run entry points)."""
+    from diplostance.training import train
+
+    data = FIXTURES / "data"
+    run_dir = tmp_path_factory.mktemp("small_tfidf_run")
+    overrides = [f"data.train={data / 'long_train.csv'}", f"data.dev={data / 'long_test.csv'}"]
+    overrides += [f"data.test={data / 'long_test.csv'}", "data.columns.id=id"]
+    train(compose_config("train", ["model=tfidf", "data=file", "bootstrap_resamples=0", *overrides]), run_dir)
+    return run_dir / "model"

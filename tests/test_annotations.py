@@ -127,7 +127,7 @@ def test_cli_validates_the_shipped_annotations_and_prints_the_counts_table(capsy
     assert cli.main(["validate", str(SHIPPED), "--seeds", str(ROOT / "seeds")]) == 0
     out = capsys.readouterr().out
     assert " records, 0 problem(s)" in out
-    assert "| source | split | docs | sentences |" in out
+    assert "| slice | split | docs | sentences |" in out
     assert re.search(r"^\| seed \| test \| 3 \| 49 \|", out, re.MULTILINE)
     assert re.search(r"^\| all \| all \|", out, re.MULTILINE)
 
@@ -458,3 +458,42 @@ def test_cli_fails_on_a_broken_directory_and_prints_path_line_rule_message(tmp_p
 def test_problem_prints_as_path_line_rule_message():
     problem = Problem(Path("annotations/corpus/batch.jsonl"), 7, "empty-text", "text is empty")
     assert str(problem) == "annotations/corpus/batch.jsonl:7: empty-text: text is empty"
+
+
+# --- corpus v2: registers, annotated text and slices ----------------------------------
+
+
+def test_a_register_from_the_schema_is_accepted(tmp_path):
+    directory, seeds_dir = annotation_dir(tmp_path, {CORPUS: [composed("n1", 0, register="wire")]})
+    assert reported(directory, seeds_dir) == []
+
+
+def test_an_unknown_register(tmp_path):
+    records = [composed("n1", 0, register="wire"), composed("n1", 1, register="tweet")]
+    directory, seeds_dir = annotation_dir(tmp_path, {CORPUS: records})
+    assert reported(directory, seeds_dir) == [("unknown-register", CORPUS, 2)]
+
+
+def test_annotated_text_is_a_source_of_its_own(tmp_path):
+    directory, seeds_dir = annotation_dir(tmp_path, {CORPUS: [composed("a1", 0, source="annotated")]})
+    assert reported(directory, seeds_dir) == []
+
+
+def test_slices_keep_news_register_articles_apart_from_the_v1_corpus():
+    from diplostance.annotations import record_slice
+
+    assert record_slice(composed("c1", 0)) == "composed"
+    assert record_slice(composed("n1", 0, register="op_ed")) == "news"
+    assert record_slice(seed(0)) == "seed"
+    assert record_slice(composed("a1", 0, source="annotated")) == "annotated"
+
+
+def test_the_shipped_news_register_articles_meet_the_corpus_v2_targets():
+    corpus = load_corpus(SHIPPED)
+    news = [r.data for r in corpus.records if r.data.get("register")]
+    assert len(news) >= 1200 and len({r["doc_id"] for r in news}) >= 100
+    for split in ("train", "dev", "test"):
+        assert any(corpus.splits[r["doc_id"]] == split for r in news)
+    for target in corpus.labels.targets:
+        against = sum(r.data["stances"].get(target) == "against" for r in corpus.records)
+        assert against >= 80, target

@@ -49,3 +49,67 @@ def test_save_and_load_round_trip_predicts_identically(model, tmp_path):
 def test_a_target_seen_with_one_polarity_predicts_it_with_certainty():
     model = TfidfStanceModel.fit(TEXTS[:3], [[2, 2], [2, 2], [2, 2]], LABELS, OPTIONS)
     assert np.allclose(model.predict_proba(["أي نص"])[0, :, 2], 1.0)
+
+
+WORD_AND_CHAR = {
+    "features": [
+        {"analyzer": "char_wb", "ngram_range": [2, 4], "min_df": 1},
+        {"analyzer": "word", "ngram_range": [1, 2], "min_df": 1},
+    ],
+    "sublinear_tf": True,
+    "C": 4.0,
+    "C_grid": [0.5, 4.0],
+    "none_offset_grid": [0.0, 1.0],
+    "max_iter": 500,
+    "class_weight": True,
+}
+
+
+def test_word_and_character_blocks_are_both_features():
+    model = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR)
+    char_block, word_block = model.vectorizers
+    assert "الحوار" in word_block.vocabulary_  # a whole word
+    assert all(len(term) <= 4 for term in char_block.vocabulary_)
+    assert model.features(TEXTS).shape[1] == len(char_block.vocabulary_) + len(word_block.vocabulary_)
+
+
+def test_c_and_none_offset_are_chosen_on_dev_and_recorded():
+    model = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR, dev_texts=TEXTS[:4], dev_rows=ROWS[:4])
+    selection = model.options["selection"]["treaty"]
+    assert selection["C"] in (0.5, 4.0)
+    assert set(selection["dev_f_avg_by_C"]) == {0.5, 4.0}
+    assert selection["none_offset"] in (0.0, 1.0)
+
+
+def test_a_none_offset_moves_probability_from_none_to_the_stances(tmp_path):
+    model = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR)
+    before = model.predict_proba(TEXTS)
+    model.weights["none_offset"] = np.array([1.0, 0.0], dtype=np.float32)
+    after = model.predict_proba(TEXTS)
+    assert (after[:, 0, 2] < before[:, 0, 2]).all()
+    assert np.allclose(after[:, 1], before[:, 1])
+    model.save(tmp_path)
+    assert np.allclose(TfidfStanceModel.load(tmp_path).predict_proba(TEXTS), after, atol=1e-6)
+
+
+def test_a_folder_saved_with_one_analyzer_still_loads(model, tmp_path):
+    """Folders written before feature blocks: one vocabulary object and an `idf` tensor."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    model.save(tmp_path)
+    tensors = load_file(str(tmp_path / "tfidf.safetensors"))
+    tensors["idf"] = tensors.pop("idf.0")
+    tensors.pop("none_offset", None)
+    save_file(tensors, str(tmp_path / "tfidf.safetensors"))
+    vocabularies = json.loads((tmp_path / "vocabulary.json").read_text(encoding="utf-8"))
+    (tmp_path / "vocabulary.json").write_text(json.dumps(vocabularies[0], ensure_ascii=False), encoding="utf-8")
+    assert np.allclose(TfidfStanceModel.load(tmp_path).predict_proba(TEXTS), model.predict_proba(TEXTS), atol=1e-6)
+
+
+def test_one_weight_per_feature_block_or_a_clear_error():
+    from diplostance.errors import UserError
+
+    with pytest.raises(UserError, match=r"one weight per entry of tfidf\.features"):
+        TfidfStanceModel.fit(TEXTS, ROWS, LABELS, {**WORD_AND_CHAR, "block_weights": [1.0]})

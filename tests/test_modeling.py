@@ -95,3 +95,18 @@ def test_saved_model_reloads_with_stock_from_pretrained_and_predicts_the_same(ti
             logits = model(**inputs).logits.view(-1, n_pol)
             stock = [model.config.id2label[t * n_pol + int(p)].split("=")[1] for t, p in enumerate(logits.argmax(-1))]
             assert stock == [s["stance"] for s in record["stances"].values()]
+
+
+def test_masked_lm_pretraining_trains_the_encoder_and_leaves_the_head_alone(tmp_path):
+    from diplostance.modeling import build_tiny_model, pretrain_masked_lm
+
+    texts = [f"وقعت الدولتان مذكرة تفاهم رقم {i} للتعاون في أمن المعلومات بين البلدين." for i in range(24)]
+    cfg = {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
+    cfg["max_position_embeddings"] = 64
+    tokenizer, model = build_tiny_model(texts, LABELS, cfg, seed=0)
+    embeddings = model.bert.embeddings.word_embeddings.weight.detach().clone()
+    head = model.classifier.weight.detach().clone()
+    facts = pretrain_masked_lm(model, tokenizer, texts, {"epochs": 2, "batch_size": 8}, seed=0, work_dir=tmp_path)
+    assert not torch.equal(model.bert.embeddings.word_embeddings.weight, embeddings)
+    assert torch.equal(model.classifier.weight, head)
+    assert facts["mlm_sentences"] == 24 and facts["mlm_loss"] > 0
