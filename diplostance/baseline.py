@@ -85,6 +85,12 @@ def apply_none_offset(probs: np.ndarray, polarities: Sequence[str], offsets: Seq
     return out.astype(probs.dtype)
 
 
+def target_f_avg(predictions: np.ndarray, gold: np.ndarray, polarities: Sequence[str]) -> float:
+    """f_avg of one target's polarity indices (every gold label annotated), rounded as the grids record it."""
+    result = stance_scores(predictions[:, None], gold[:, None], ("target",), polarities)
+    return round(float(result["targets"]["target"]["f_avg"]), 4)
+
+
 def choose_none_offsets(
     probs: np.ndarray, rows: np.ndarray, labels: LabelSpace, grid: Sequence[float]
 ) -> tuple[list[float], dict]:
@@ -100,8 +106,7 @@ def choose_none_offsets(
             offsets = [0.0] * len(labels.targets)
             offsets[t] = float(offset)
             preds = apply_none_offset(probs[annotated], labels.polarities, offsets).argmax(-1)
-            result = stance_scores(preds[:, t : t + 1], rows[annotated][:, t : t + 1], (target,), labels.polarities)
-            scores[float(offset)] = round(float(result["targets"][target]["f_avg"]), 4)
+            scores[float(offset)] = target_f_avg(preds[:, t], rows[annotated][:, t], labels.polarities)
         best = max(scores.values())
         chosen.append(min(o for o, s in scores.items() if s == best))
         table[target] = scores
@@ -260,6 +265,4 @@ def _dev_f_avg(weights, dev_features, dev_column: np.ndarray, classes: np.ndarra
     coef, intercept = weights
     scores = dev_features[annotated] @ coef.T + intercept
     probs = _class_probs(np.asarray(scores), len(classes))
-    preds = classes[probs.argmax(1)]
-    result = stance_scores(preds[:, None], dev_column[annotated][:, None], ("t",), labels.polarities)
-    return round(float(result["targets"]["t"]["f_avg"]), 4)
+    return target_f_avg(classes[probs.argmax(1)], dev_column[annotated], labels.polarities)

@@ -110,8 +110,13 @@ def save_ensemble(
     return out_dir
 
 
-def read_ensemble_config(model_dir: Path) -> tuple[dict, LabelSpace]:
-    """The config and label space of an ensemble folder; every member is checked as a model folder."""
+def read_ensemble_config(model_dir: Path, check_members: bool = True) -> tuple[dict, LabelSpace]:
+    """The config and label space of an ensemble folder.
+
+    Member paths must stay inside the folder. With `check_members`, every member is also checked
+    as a model folder with the ensemble's labels; `EnsemblePredictor` skips that because loading
+    each member with `load_predictor` checks it anyway.
+    """
     from diplostance.predictor import check_model_folder  # the predictor dispatches here: import late
 
     path = model_dir / ENSEMBLE_CONFIG
@@ -129,12 +134,16 @@ def read_ensemble_config(model_dir: Path) -> tuple[dict, LabelSpace]:
         member_dir = (model_dir / member["path"]).resolve()
         if model_dir.resolve() not in member_dir.parents:
             raise EnsembleFolderError(f"{path}: member path {member['path']!r} leaves the ensemble folder")
-        _, member_labels = check_model_folder(member_dir)
-        if member_labels != labels:
-            raise EnsembleFolderError(
-                f"{member_dir}: its labels {member_labels.id2label} differ from the ensemble's {labels.id2label}"
-            )
+        if check_members:
+            _check_member_labels(member_dir, check_model_folder(member_dir)[1], labels)
     return config, labels
+
+
+def _check_member_labels(member_dir: Path, member_labels: LabelSpace, labels: LabelSpace) -> None:
+    if member_labels != labels:
+        raise EnsembleFolderError(
+            f"{member_dir}: its labels {member_labels.id2label} differ from the ensemble's {labels.id2label}"
+        )
 
 
 class EnsemblePredictor:
@@ -144,8 +153,10 @@ class EnsemblePredictor:
         from diplostance.predictor import load_predictor
 
         model_dir = Path(model_dir)
-        config, self.labels = read_ensemble_config(model_dir)
+        config, self.labels = read_ensemble_config(model_dir, check_members=False)
         self.members = [load_predictor(model_dir / m["path"], **options) for m in config["members"]]
+        for member, predictor in zip(config["members"], self.members, strict=True):
+            _check_member_labels(model_dir / member["path"], predictor.labels, self.labels)
         self.weights = [float(m["weight"]) for m in config["members"]]
         self.none_offset = config.get("none_offset") or [0.0] * len(self.labels.targets)
         self.normalization = self.members[0].normalization  # members normalise for themselves
