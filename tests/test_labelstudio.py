@@ -307,10 +307,21 @@ def test_assign_split_leaves_a_file_it_cannot_edit_safely_untouched(tmp_path):
     from diplostance.errors import UserError
 
     directory = empty_annotations(tmp_path)
-    (directory / "splits.yaml").write_text("train: [c1]\n", encoding="utf-8")
+    indented = "train:\n  - c1\n"  # an indented block list: the new item would land outside it
+    (directory / "splits.yaml").write_text(indented, encoding="utf-8")
     with pytest.raises(UserError, match="add them by hand"):
         assign_split(directory / "splits.yaml", ["news-a"], "train")
-    assert (directory / "splits.yaml").read_text(encoding="utf-8") == "train: [c1]\n"
+    assert (directory / "splits.yaml").read_text(encoding="utf-8") == indented
+
+
+@pytest.mark.parametrize("flow", ["train: [c1]\ndev: []\n", "# kept\ntrain: [c1,\n  c2]  # end\ndev: []\n"])
+def test_assign_split_rewrites_a_flow_list_as_a_block_list(tmp_path, flow):
+    directory = empty_annotations(tmp_path)
+    (directory / "splits.yaml").write_text(flow, encoding="utf-8")
+    assert assign_split(directory / "splits.yaml", ["news-a"], "train") == ["news-a"]
+    text = (directory / "splits.yaml").read_text(encoding="utf-8")
+    assert yaml.safe_load(text)["train"][-1] == "news-a" and yaml.safe_load(text)["dev"] == []
+    assert text.startswith("# kept\n") == flow.startswith("# kept\n")
 
 
 def test_imported_records_in_annotated_pass_the_validator_and_reach_training_data(tmp_path, capsys):
@@ -350,3 +361,170 @@ def test_composed_documents_still_may_not_have_gaps(tmp_path):
     lines = (directory / "c.jsonl").read_text(encoding="utf-8").splitlines()
     (directory / "c.jsonl").write_text(lines[0] + "\n" + lines[1].replace('"sent_idx": 1', '"sent_idx": 4') + "\n")
     assert [p.rule for p in load_corpus(directory, tmp_path / "seeds").problems] == ["sent-idx"]
+
+
+# --- outputs, repeats and options (issues 18 and 20) ------------------------------------------
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit status and stderr of one `python -m diplostance` command."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def write_export(path: Path, tasks: list[dict]) -> Path:
+    path.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_import_refuses_to_write_over_the_export_it_reads(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    before = export.read_bytes()
+    code, err = run_cli(["labelstudio", "import", str(export), "--out", str(export), "--annotations", str(directory)],
+                        capsys)  # fmt: skip
+    assert code == 2 and err.startswith("error: --out") and "is the input" in err and err.count("\n") == 1
+    assert export.read_bytes() == before
+
+
+def test_import_refuses_an_existing_annotation_file_unless_overwrite(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    existing = directory / "c.jsonl"
+    before = existing.read_bytes()
+    argv = ["labelstudio", "import", str(export), "--out", str(existing), "--annotations", str(directory)]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert existing.read_bytes() == before and not existing.with_name("c.review.jsonl").exists()
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
+    assert [json.loads(line)["id"] for line in existing.read_text(encoding="utf-8").splitlines()] == ["news-a-00"]
+
+
+def test_export_refuses_to_write_over_its_input_or_an_existing_file(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "out.jsonl", [labelled("a", i, f"جملة رقم {i}.", UNSURE) for i in range(3)])
+    before = source.read_bytes()
+    common = ["--n", "1", "--annotations", str(ROOT / "annotations")]
+    code, err = run_cli(["labelstudio", "export", str(source), "--out", str(source), *common], capsys)
+    assert code == 2 and "is the input" in err and source.read_bytes() == before
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text("[]\n", encoding="utf-8")
+    code, err = run_cli(["labelstudio", "export", str(source), "--out", str(tasks), *common], capsys)
+    assert code == 2 and "already exists" in err and tasks.read_text(encoding="utf-8") == "[]\n"
+
+
+def test_config_refuses_an_existing_file_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "config.xml"
+    out.write_text("mine", encoding="utf-8")
+    argv = ["labelstudio", "config", "--out", str(out), "--annotations", str(ROOT / "annotations")]
+    assert run_cli(argv, capsys)[0] == 2 and out.read_text(encoding="utf-8") == "mine"
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0 and out.read_text(encoding="utf-8").startswith("<View")
+
+
+@pytest.mark.parametrize("n", ["-5", "0"])
+def test_export_refuses_a_count_that_is_not_positive(tmp_path, capsys, n):
+    source = write_jsonl(tmp_path / "out.jsonl", [labelled("a", 0, "جملة.", UNSURE)])
+    out = tmp_path / "tasks.json"
+    code, err = run_cli(["labelstudio", "export", str(source), "--out", str(out), "--n", n], capsys)
+    assert code == 2 and "--n must be a positive number" in err and not out.exists()
+
+
+def test_the_same_task_twice_in_one_export_gives_one_record():
+    task = ls_task(7, ls_annotation(1))
+    result = convert_tasks([task, json.loads(json.dumps(task))], LABELS)
+    assert [r["id"] for r in result.records] == ["news-a-00"] and result.review == []
+    assert result.problems == ["task 7: appears more than once in the export; imported once"]
+
+
+def test_two_tasks_for_one_sentence_with_different_labels_go_to_review():
+    result = convert_tasks([ls_task(1, ls_annotation(1)), ls_task(2, ls_annotation(1, un_treaty="against"))], LABELS)
+    assert result.records == []
+    assert [r["task_id"] for r in result.review] == [1, 2]
+    assert "different texts or labels" in result.review[0]["reasons"][0]
+
+
+def test_a_task_whose_doc_id_is_a_composed_document_goes_to_review(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)  # composed document c1
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1), doc_id="c1", sent_idx=5)])
+    out = directory / "annotated" / "r1.jsonl"
+    assert cli.main(["labelstudio", "import", str(export), "--out", str(out), "--annotations", str(directory)]) == 0
+    assert "task 1: doc_id 'c1' is already a composed document" in capsys.readouterr().out
+    assert out.read_text(encoding="utf-8") == ""
+    assert load_corpus(directory, tmp_path / "seeds").problems == []
+
+
+def test_the_same_export_imported_twice_adds_nothing_the_second_time(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    for round_ in (1, 2):
+        out = directory / "annotated" / f"r{round_}.jsonl"
+        argv = ["labelstudio", "import", str(export), "--out", str(out), "--split", "train"]
+        assert cli.main([*argv, "--annotations", str(directory)]) == 0
+    assert "task 1: already imported: news-a-00 is in" in capsys.readouterr().out
+    assert (directory / "annotated" / "r2.jsonl").read_text(encoding="utf-8") == ""
+    assert load_corpus(directory, tmp_path / "seeds").problems == []
+
+
+def test_import_refuses_an_unknown_register_before_writing(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    out = directory / "annotated" / "r1.jsonl"
+    code, err = run_cli(["labelstudio", "import", str(export), "--out", str(out), "--register", "blog",
+                         "--annotations", str(directory)], capsys)  # fmt: skip
+    assert code == 2 and "--register 'blog' is not one of" in err and "wire" in err
+    assert not out.parent.exists()
+
+
+def test_a_json_min_export_is_refused_with_one_line(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    rows = [{"id": 1, "text": "نص.", "doc_id": "news-a", "sent_idx": 0, "un_treaty": "favor", "annotator": 1,
+             "annotation_id": 3, "created_at": "2026-11-24T03:00:00Z"}]  # fmt: skip
+    export = write_export(tmp_path / "export.json", rows)
+    out = directory / "annotated" / "r1.jsonl"
+    code, err = run_cli(["labelstudio", "import", str(export), "--out", str(out), "--annotations", str(directory)],
+                        capsys)  # fmt: skip
+    assert code == 1 and "JSON-MIN" in err and "export the project as JSON" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_import_split_into_a_flow_style_splits_file(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    (directory / "splits.yaml").write_text("train: [c1]\ndev: []\ntest: []\n", encoding="utf-8")
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    out = directory / "annotated" / "r1.jsonl"
+    argv = [
+        "labelstudio",
+        "import",
+        str(export),
+        "--out",
+        str(out),
+        "--split",
+        "train",
+        "--annotations",
+        str(directory),
+    ]
+    assert cli.main(argv) == 0
+    corpus = load_corpus(directory, tmp_path / "seeds")
+    assert corpus.problems == [] and corpus.splits == {"c1": "train", "news-a": "train"}
+
+
+def test_import_writes_nothing_when_splits_yaml_cannot_be_edited(tmp_path, capsys):
+    directory = empty_annotations(tmp_path)
+    (directory / "splits.yaml").write_text("train:\n  - c1\n", encoding="utf-8")
+    export = write_export(tmp_path / "export.json", [ls_task(1, ls_annotation(1))])
+    out = directory / "annotated" / "r1.jsonl"
+    argv = [
+        "labelstudio",
+        "import",
+        str(export),
+        "--out",
+        str(out),
+        "--split",
+        "train",
+        "--annotations",
+        str(directory),
+    ]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "add them by hand" in err and not out.parent.exists()
