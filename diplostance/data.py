@@ -9,6 +9,7 @@ data a report shows apart: `seed`, `composed`, `news` (composed news-register ar
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pandas as pd
+import yaml
 from hydra.utils import to_absolute_path
 
 from diplostance.annotations import AnnotationError, load_corpus, record_slice
@@ -27,7 +29,8 @@ from diplostance.text import sentence_problem
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+TARGET_FROM = ("column", "filename")
 LAYOUTS = ("long", "wide")
 FEATURES_COLUMNS = ("id", "doc_id", "text", "source", "slice", "labels")
 
@@ -105,6 +108,42 @@ def load_annotations(directory: str | Path, seeds_dir: str | Path | None = None)
 # ---------------------------------------------------------------- external files
 
 
+def _read_json(path: Path) -> pd.DataFrame:
+    """A JSON array of records, an object of columns ({column: {row: value}}, as pandas writes it), or JSON Lines."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None  # JSON Lines, or broken JSON: read line by line below
+    if isinstance(whole, list):
+        bad = [i + 1 for i, record in enumerate(whole) if not isinstance(record, dict)]
+        if bad:
+            raise DataError(f"{path}: record {bad[0]} is not a JSON object ({len(bad)} such record(s))")
+        return pd.DataFrame.from_records(whole)
+    if isinstance(whole, dict):
+        if whole and all(isinstance(column, dict) for column in whole.values()):
+            return pd.DataFrame({name: pd.Series(column, dtype=object) for name, column in whole.items()})
+        raise DataError(
+            f"{path}: a JSON object must map each column to {{row: value}} (as pandas writes it); "
+            "otherwise give an array of records or JSON Lines"
+        )
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{path}: line {number}: not JSON ({error.msg}); data.format=json reads a JSON array, "
+                "an object of columns or JSON Lines"
+            ) from error
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: not a JSON object")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
     """Every cell as read; strings such as 'None' or 'NA' stay strings, never missing values."""
     path = Path(to_absolute_path(str(path)))
@@ -115,6 +154,8 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
             return pd.read_csv(
                 path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, na_filter=False
             )
+        if fmt == "json":
+            return _read_json(path)
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
         if fmt == "parquet":
@@ -126,7 +167,9 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
 
 def _row_number(fmt: str, index: int) -> str:
     # Line numbers as a user sees them in an editor: CSV/TSV have a header line.
-    return f"line {index + 2}" if fmt in ("csv", "tsv") else f"line {index + 1}" if fmt == "jsonl" else f"row {index}"
+    if fmt in ("csv", "tsv"):
+        return f"line {index + 2}"
+    return f"line {index + 1}" if fmt == "jsonl" else f"record {index + 1}" if fmt == "json" else f"row {index}"
 
 
 class _Spelling:
@@ -138,7 +181,8 @@ class _Spelling:
         bad = sorted({v for v in self.aliases.values() if v not in polarities})
         if bad:
             raise DataConfigError(
-                f"data.polarity_map maps to {bad}, which are not in data.polarities {list(polarities)}"
+                f"data.polarity_map (or data.polarity_map_file) maps to {bad}, which are not in data.polarities "
+                f"{list(polarities)}"
             )
 
     def __call__(self, value) -> str | None:
@@ -165,31 +209,43 @@ def _require_columns(frame: pd.DataFrame, names: list[str], path: str) -> None:
 def _rows_from_frame(
     frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spelling, split: str, warnings: list[str] | None = None
 ) -> list[dict]:
+    """The rows of one table (see `_rows_from_frames`)."""
+    return _rows_from_frames([(frame, path, None)], cfg, spell, split, warnings)
+
+
+def _rows_from_frames(
+    tables: list[tuple[pd.DataFrame, str, str | None]],
+    cfg: Mapping,
+    spell: _Spelling,
+    split: str,
+    warnings: list[str] | None = None,
+) -> list[dict]:
     """Rows as {id, doc_id, text, source, stances, where} whatever the layout.
 
-    A sentence given twice (same id, or same text) must carry the same labels: conflicting
-    labels are an error naming both lines, a repeat with the same labels a warning.
+    `tables` holds (frame, path, target): with a target (data.target_from=filename) every
+    row of that table labels it, and the table needs no target column. A sentence given
+    twice (same id, or same text, in one table or across tables) must carry the same
+    labels: conflicting labels are an error naming both lines, a repeat with the same
+    labels a warning.
     """
     fmt, layout, columns = cfg["format"], cfg["layout"], cfg["columns"]
-    target_map = dict(cfg.get("target_map") or {})
+    target_map = mapping_option(cfg, "target_map")
     id_col, doc_col, source_col = columns.get("id"), columns.get("doc_id"), columns.get("source")
-    _require_columns(frame, [c for c in (columns["text"], id_col, doc_col, source_col) if c], path)
-    if frame.empty:
-        raise DataError(f"{path}: no data rows (a header only?)")
+    default_source = str(cfg.get("source") or "external")
     problems: list[str] = []
     repeats: list[tuple[str, str]] = []  # (where, where first given)
+    given: dict[tuple[str, str], tuple[str, str]] = {}  # (sentence key, target) -> (where, polarity)
+    records: dict[str, dict] = {}
 
     def polarity(value, where: str, target: str):
         try:
             return spell(value)
         except KeyError:
             problems.append(
-                f"{path}: {where}: unknown polarity {value!r} for target '{target}' "
-                f"(known: {list(spell.polarities)}; add it to data.polarity_map)"
+                f"{where}: unknown polarity {value!r} for target '{target}' "
+                f"(known: {list(spell.polarities)}; add it to data.polarity_map or data.polarity_map_file)"
             )
             return None
-
-    given: dict[tuple[str, str], tuple[str, str]] = {}  # (sentence key, target) -> (where, polarity)
 
     def assign(record: dict, key: str, target: str, value: str | None, where: str) -> None:
         if value is None:  # an empty cell: this row does not annotate the target
@@ -198,48 +254,53 @@ def _rows_from_frame(
         first = given.setdefault((key, target), (where, value))
         if first[0] == where:
             record["stances"][target] = value
-            record["lines"][target] = f"{path}: {where}"  # the row that labels this target
+            record["lines"][target] = where  # the row that labels this target
         elif first[1] == value:
             repeats.append((where, first[0]))
         else:
             problems.append(
-                f"{path}: {where}: conflicting labels for the same sentence: target '{target}' is {value!r} here "
-                f"but {first[1]!r} at {first[0]} (keep one row per sentence and target)"
+                f"{where}: conflicting labels for the same sentence: target '{target}' is {value!r} here "
+                f"but {first[1]!r} at {_short(first[0], where)} (keep one row per sentence and target)"
             )
 
-    records: dict[str, dict] = {}
-    for index, row in enumerate(frame.to_dict("records")):
-        where = _row_number(fmt, index)
-        text = row[columns["text"]]
-        if not isinstance(text, str) or not text.strip():
-            problems.append(f"{path}: {where}: empty text in column '{columns['text']}'")
-            continue
-        problem = sentence_problem(text)
-        if problem and "control character" in problem:
-            problems.append(f"{path}: {where}: {problem}")
-            continue
-        key = str(row[id_col]) if id_col else text
-        record = records.setdefault(
-            key,
-            {
-                "id": str(row[id_col]) if id_col else f"{split}-{len(records)}",
-                "doc_id": str(row[doc_col]) if doc_col else None,
-                "text": text,
-                "source": str(row[source_col]) if source_col else "external",
-                "stances": {},
-                "where": f"{path}: {where}",
-                "lines": {},
-            },
-        )
-        if record["text"] != text:
-            problems.append(f"{path}: {where}: id {key!r} has another text at {record['where']} (ids must be unique)")
-            continue
+    for frame, path, file_target in tables:
+        needed = [columns["text"], id_col, doc_col, source_col]
         if layout == "long":
-            _require_columns(frame, [columns["target"], columns["stance"]], path)
-            target = str(row[columns["target"]]).strip()
-            target = target_map.get(target, target)
-            assign(record, key, target, polarity(row[columns["stance"]], where, target), where)
-        else:
+            needed += [columns["stance"]] + ([columns["target"]] if file_target is None else [])
+        _require_columns(frame, [c for c in needed if c], path)
+        if frame.empty:
+            raise DataError(f"{path}: no data rows (a header only?)")
+        for index, row in enumerate(frame.to_dict("records")):
+            where = f"{path}: {_row_number(fmt, index)}"
+            text = row[columns["text"]]
+            if not isinstance(text, str) or not text.strip():
+                problems.append(f"{where}: empty text in column '{columns['text']}'")
+                continue
+            problem = sentence_problem(text)
+            if problem and "control character" in problem:
+                problems.append(f"{where}: {problem}")
+                continue
+            key = str(row[id_col]) if id_col else text
+            record = records.setdefault(
+                key,
+                {
+                    "id": str(row[id_col]) if id_col else f"{split}-{len(records)}",
+                    "doc_id": str(row[doc_col]) if doc_col else None,
+                    "text": text,
+                    "source": str(row[source_col]) if source_col else default_source,
+                    "stances": {},
+                    "where": where,
+                    "lines": {},
+                },
+            )
+            if record["text"] != text:
+                problems.append(f"{where}: id {key!r} has another text at {record['where']} (ids must be unique)")
+                continue
+            if layout == "long":
+                target = file_target if file_target is not None else str(row[columns["target"]]).strip()
+                target = target_map.get(target, target)
+                assign(record, key, target, polarity(row[columns["stance"]], where, target), where)
+                continue
             if columns.get("targets"):
                 _require_columns(frame, list(columns["targets"]), path)
                 raw = {name: row[name] for name in columns["targets"]}
@@ -250,12 +311,10 @@ def _rows_from_frame(
                     try:
                         raw = json.loads(raw)
                     except json.JSONDecodeError as error:
-                        problems.append(
-                            f"{path}: {where}: column '{columns['stances']}' is not a JSON object ({error})"
-                        )
+                        problems.append(f"{where}: column '{columns['stances']}' is not a JSON object ({error})")
                         continue
                 if not isinstance(raw, Mapping):
-                    problems.append(f"{path}: {where}: column '{columns['stances']}' must hold an object, got {raw!r}")
+                    problems.append(f"{where}: column '{columns['stances']}' must hold an object, got {raw!r}")
                     continue
             for name, value in raw.items():
                 target = target_map.get(name, name)
@@ -271,20 +330,27 @@ def _rows_from_frame(
                 if value is not None and other is not None and value != other:
                     problems.append(
                         f"{record['where']}: conflicting labels for the same sentence: target '{target}' is {value!r} "
-                        f"here but {other!r} at {first['where']} (id {first['id']!r})"
+                        f"here but {other!r} at {_short(first['where'], record['where'])} (id {first['id']!r})"
                     )
                 elif value is not None and value == other:
-                    repeats.append((record["where"].split(": ", 1)[1], first["where"].split(": ", 1)[1]))
+                    repeats.append((record["where"], first["where"]))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(problems))
     if repeats and warnings is not None:
+        where, first = repeats[0]
         warnings.append(
-            f"{path}: {len(repeats)} row(s) repeat a sentence with the same labels (first: {repeats[0][0]} repeats "
-            f"{repeats[0][1]}); each sentence is used once"
+            f"{where.split(': ', 1)[0]}: {len(repeats)} row(s) repeat a sentence with the same labels (first: "
+            f"{where.split(': ', 1)[1]} repeats {_short(first, where)}); each sentence is used once"
         )
     for record in records.values():
         record["doc_id"] = record["doc_id"] or record["id"]
     return list(records.values())
+
+
+def _short(where: str, here: str) -> str:
+    """`where` without its file name when `here` is in the same file (messages name the file once)."""
+    file, _, rest = where.partition(": ")
+    return rest if here.partition(": ")[0] == file else where
 
 
 def _seeded_split(rows: list[dict], fractions: Mapping[str, float], by: str, seed: int) -> dict[str, list[dict]]:
@@ -308,29 +374,86 @@ def _seeded_split(rows: list[dict], fractions: Mapping[str, float], by: str, see
     return split
 
 
+def mapping_option(cfg: Mapping, name: str) -> dict[str, str]:
+    """data.<name> merged with the YAML or JSON file data.<name>_file (the file's entries win).
+
+    A file is the way to give keys a Hydra override cannot spell: Arabic words, names with spaces.
+    """
+    merged = {str(k): v for k, v in (cfg.get(name) or {}).items()}
+    file = cfg.get(f"{name}_file")
+    if not file:
+        return merged
+    path = Path(to_absolute_path(str(file)))
+    if not path.is_file():
+        raise DataConfigError(f"{path}: data.{name}_file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise DataConfigError(f"{path}: data.{name}_file is not YAML or JSON: {error}") from error
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, str) for v in loaded.values()):
+        raise DataConfigError(
+            f"{path}: data.{name}_file must map each spelling to a name, as in `Against: against` "
+            f"(got {type(loaded).__name__})"
+        )
+    merged.update({str(k).strip(): v.strip() for k, v in loaded.items()})
+    return merged
+
+
+def data_files(spec, option: str) -> list[str]:
+    """The files of a data option: a path, a glob pattern (`train/*/*.json`) or a list of either, sorted."""
+    specs = [spec] if isinstance(spec, str | Path) else list(spec)
+    files: list[str] = []
+    for item in specs:
+        item = str(item)
+        if glob.has_magic(item):
+            matches = sorted(glob.glob(to_absolute_path(item), recursive=True))
+            if not matches:
+                raise DataConfigError(f"data.{option}: no file matches {item!r}")
+            files += matches
+        else:
+            files.append(item)
+    return files
+
+
+def _read_tables(spec, option: str, cfg: Mapping) -> tuple[list[tuple[pd.DataFrame, str, str | None]], list[str]]:
+    """(frame, path, target) for each file of a data option; the target is the file name's stem when
+    data.target_from=filename."""
+    by_name = cfg.get("target_from", "column") == "filename"
+    files = data_files(spec, option)
+    return [(read_table(f, cfg["format"]), f, Path(f).stem if by_name else None) for f in files], files
+
+
 def load_file_data(cfg: Mapping) -> StanceData:
     fmt, layout = cfg.get("format"), cfg.get("layout")
     if fmt not in FORMATS:
         raise DataConfigError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
     if layout not in LAYOUTS:
         raise DataConfigError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    target_from = cfg.get("target_from", "column")
+    if target_from not in TARGET_FROM:
+        raise DataConfigError(f"data.target_from must be one of {list(TARGET_FROM)}, got {target_from!r}")
+    if target_from == "filename" and layout != "long":
+        raise DataConfigError("data.target_from=filename needs data.layout=long (one stance column per file)")
     polarities = tuple(cfg["polarities"])
-    spell = _Spelling(polarities, cfg.get("polarity_map"))
+    spell = _Spelling(polarities, mapping_option(cfg, "polarity_map"))
     warnings: list[str] = []
-    files = {name: cfg.get(name) for name in ("train", "dev", "test") if cfg.get(name)}
+    given = {name: cfg.get(name) for name in ("train", "dev", "test") if cfg.get(name)}
+    read: list[str] = []
     if cfg.get("path"):
-        if files:
+        if given:
             raise DataConfigError(
                 "give either data.path (one file, split with a seed) or data.train/dev/test, not both"
             )
-        rows = _rows_from_frame(read_table(cfg["path"], fmt), cfg["path"], cfg, spell, "all", warnings)
+        tables, read = _read_tables(cfg["path"], "path", cfg)
+        rows = _rows_from_frames(tables, cfg, spell, "all", warnings)
         fractions = {"test": cfg["test_fraction"], "dev": cfg["dev_fraction"]}
         by_split = _seeded_split(rows, fractions, cfg["split_by"], cfg["seed"])
-    elif files:
-        by_split = {
-            name: _rows_from_frame(read_table(path, fmt), path, cfg, spell, name, warnings)
-            for name, path in files.items()
-        }
+    elif given:
+        by_split = {}
+        for name, spec in given.items():
+            tables, files = _read_tables(spec, name, cfg)
+            by_split[name] = _rows_from_frames(tables, cfg, spell, name, warnings)
+            read += files
         if "train" in by_split and "dev" not in by_split and cfg.get("dev_fraction", 0) > 0:
             by_split.update(
                 _seeded_split(by_split.pop("train"), {"dev": cfg["dev_fraction"]}, cfg["split_by"], cfg["seed"])
@@ -344,7 +467,7 @@ def load_file_data(cfg: Mapping) -> StanceData:
     if unknown:
         raise DataError(
             f"targets {unknown} are in the data but not in data.targets {list(targets)} "
-            "(add them, or rename them with data.target_map)"
+            "(add them, or rename them with data.target_map or data.target_map_file)"
         )
     targets, coverage = _training_coverage(by_split, targets, explicit=bool(cfg.get("targets")))
     warnings += coverage
@@ -361,7 +484,8 @@ def load_file_data(cfg: Mapping) -> StanceData:
             if rows
         }
     )
-    description = f"{fmt} files {sorted(set(files.values()) | {cfg.get('path')} - {None})}"
+    shown = sorted(set(read)) if len(set(read)) <= 6 else [*sorted(set(read))[:3], f"... {len(set(read))} files"]
+    description = f"{fmt} files {shown}"
     return StanceData(labels, splits, description, warnings)
 
 

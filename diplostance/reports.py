@@ -10,13 +10,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from diplostance.errors import BadDataError, UserError
+
 MAX_ERRORS_SHOWN = 40
 # Slices of real or realistic text, in the order reports lead with them.
 REAL_TEXT_SLICES = ("seed", "annotated", "news")
+# Slices of text written for the corpus (news: composed in the register of real news).
+COMPOSED_SLICES = ("composed", "news")
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3f}"
+def _fmt(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.3f}"  # an f_avg with no favor or against gold label
 
 
 def per_label_table(metrics: dict) -> str:
@@ -100,7 +104,9 @@ def write_report(
         + (" (" + ", ".join(f"{name}: {s['sentences']}" for name, s in slices.items()) + ")." if slices else "."),
         "",
     ]
-    if not real or real == ["news"]:
+    # Only data that says it is composed gets the warning: a file's own slices (`external`, a source column's
+    # values) are the user's text, usually real.
+    if slices and set(slices) <= set(COMPOSED_SLICES):
         parts += [
             "> **Warning:** "
             + ("the test data has no real text: " if not real else "the only realistic slice is composed: ")
@@ -177,15 +183,21 @@ def sweep_table(directory: str | Path) -> str:
         overrides = (
             overrides_path.read_text(encoding="utf-8").strip().replace("\n", " ") if overrides_path.is_file() else ""
         )
-        rows.append((run.relative_to(directory).as_posix() or ".", overrides, json.loads(metrics_path.read_text())))
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            metrics["targets"].items()
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise BadDataError(f"{metrics_path}: not a readable metrics.json ({error})") from error
+        rows.append((run.relative_to(directory).as_posix() or ".", overrides, metrics))
     if not rows:
-        raise FileNotFoundError(f"{directory}: no run folder with a metrics.json")
+        raise UserError(f"{directory}: no run folder with a metrics.json (give a multirun or run folder)")
     targets = list(dict.fromkeys(t for *_, m in rows for t in m["targets"]))
     lines = [
         "| run | overrides | macro_f_avg | " + " | ".join(f"{t} f_avg" for t in targets) + " | macro_f1 |",
         "|---|---|---|" + "---|" * len(targets) + "---|",
     ]
-    for name, overrides, m in sorted(rows, key=lambda r: -r[2]["macro_f_avg"]):
+    undefined_last = lambda r: (r[2].get("macro_f_avg") is None, -(r[2].get("macro_f_avg") or 0.0))  # noqa: E731
+    for name, overrides, m in sorted(rows, key=undefined_last):
         cells = [_fmt(m["targets"][t]["f_avg"]) if t in m["targets"] else "–" for t in targets]
         lines.append(
             f"| {name} | {overrides} | {_fmt(m['macro_f_avg'])} | " + " | ".join(cells) + f" | {_fmt(m['macro_f1'])} |"
