@@ -68,6 +68,14 @@ __all__ = [
 ]
 
 
+def _own_run_folder() -> list[str]:
+    """The folder Hydra writes this command's log and config into (scripts/label.py): never an input, even
+    when it lies inside one (`inputs=[.]` started in the article folder)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [HydraConfig.get().runtime.output_dir] if HydraConfig.initialized() else []
+
+
 def label(cfg: Mapping | DictConfig | LabelOptions, predictor=None) -> LabelSummary:
     """Label every article named by `cfg.inputs`; see `configs/label.yaml` for the options.
 
@@ -85,7 +93,7 @@ def label(cfg: Mapping | DictConfig | LabelOptions, predictor=None) -> LabelSumm
         log.warning("precision=%s applies to transformer models; the tfidf model ignores it", options.precision)
     elif options.engine == "local" or not options.ray.num_gpus_per_actor:
         check_arithmetic(options, kind)  # ray actors with GPUs check on their own machine
-    sources = discover_inputs(options.inputs)
+    sources = discover_inputs(options.inputs, exclude=_own_run_folder())
     refuse_outputs_among_inputs(options.output, options.inputs, sources)
     fingerprint = run_fingerprint(options, kind, sources)
     if options.engine == "ray":

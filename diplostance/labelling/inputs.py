@@ -98,8 +98,8 @@ def _list_uri(uri: str) -> list[Source]:
 def discover_inputs(inputs: Iterable[str], exclude: Iterable[Path] = ()) -> list[Source]:
     """Files named by `inputs` in a stable order: files as given, folders recursively (sorted,
     hidden entries skipped), glob patterns sorted, URIs through pyarrow's filesystems. Each file
-    appears once; `exclude` never does. Names that match nothing, and symbolic links in a folder
-    that lead nowhere, become 'error' sources."""
+    appears once; `exclude` never does, nor a Hydra run folder (log, config) inside a folder. Names that
+    match nothing, and symbolic links in a folder that lead nowhere, become 'error' sources."""
     excluded = [Path(p).resolve() for p in exclude]
     sources: list[Source] = []
     seen: set[str] = set()
@@ -114,8 +114,12 @@ def discover_inputs(inputs: Iterable[str], exclude: Iterable[Path] = ()) -> list
     def add(path: Path) -> None:
         if not path.is_dir():
             return add_file(path)
+        # Hydra run folders (a `.hydra/` beside the log) inside an input folder hold logs and run outputs
+        runs = {p.parent for p in path.rglob(".hydra") if p.is_dir() and p.parent != path}
         for child in sorted(path.rglob("*")):
             if any(part.startswith(".") for part in child.relative_to(path).parts):
+                continue
+            if child in runs or not runs.isdisjoint(child.parents):
                 continue
             if child.is_file():
                 add_file(child)
