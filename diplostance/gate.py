@@ -55,6 +55,7 @@ from diplostance.regression import (
     GateError,
     GateRow,
     bootstrap_std,
+    check_entry,
     compare,
     gated_figures,
     markdown,
@@ -145,8 +146,16 @@ def route_overrides(overrides: Sequence[str], models: Sequence[str]) -> dict[str
 # ---------------------------------------------------------------- retraining
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """An empty gate folder: a previous gate's folder is emptied, any other non-empty folder refused."""
+def prepare_out_dir(out_dir: Path, inputs: Sequence[Path] = ()) -> None:
+    """An empty gate folder: a previous gate's folder is emptied, any other non-empty folder refused,
+    and so is a folder that is, holds or lies inside an input (the baseline)."""
+    for source in inputs:
+        folder, source = out_dir.resolve(), Path(source).resolve()
+        if folder == source or folder in source.parents or source in folder.parents:
+            raise GateError(
+                f"{out_dir}: the gate folder would hold or replace the input {source}: choose another --out",
+                exit_code=EXIT_CANNOT_START,
+            )
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / OUT_MARKER).is_file():
             raise GateError(
@@ -333,7 +342,7 @@ def baseline_entry_for(baseline: dict, model: GatedModel) -> dict:
             "(bash benchmarks/update_quality_baseline.sh)",
             exit_code=EXIT_CANNOT_START,
         )
-    return entry
+    return check_entry(entry, f"models.{model.name}")  # before hours of training: figures and tolerances usable
 
 
 def judge(model: GatedModel, runs: SeedRuns, baseline: dict, seeds: Sequence[int], seconds: float) -> ModelVerdict:
@@ -381,7 +390,7 @@ def run_gate(
     for model in models:  # before hours of training: every entry must exist
         baseline_entry_for(baseline, model)
     out_dir = out_dir or config.out_dir
-    prepare_out_dir(out_dir)
+    prepare_out_dir(out_dir, [config.baseline])
     verdicts = []
     for model in models:
         seeds = [seed + seed_offset for seed in model.seeds]
@@ -461,7 +470,7 @@ def derive_baseline(
     models = [config.models[name] for name in only or config.models]
     routed = route_overrides(overrides, list(config.models))
     out_dir = out_dir or config.out_dir
-    prepare_out_dir(out_dir)
+    prepare_out_dir(out_dir, [config.baseline])
     baseline = {}
     for model in models:
         runs = read_runs(retrain(model, model.derivation_seeds, routed[model.name], config.train_overrides, out_dir))

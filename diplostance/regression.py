@@ -70,6 +70,11 @@ def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
     """
 
     def number(value, name):
+        if value is None and name in present:
+            raise GateError(
+                f"{source}: '{name}' is undefined (null: the test data has no favor or against label to score it); "
+                "the gate cannot judge an undefined figure"
+            )
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise GateError(f"{source}: '{name}' is missing or not a number")
         if not math.isfinite(value) or not 0.0 <= value <= 1.0:
@@ -79,6 +84,10 @@ def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
     targets = metrics.get("targets")
     if not isinstance(targets, dict) or not targets:
         raise GateError(f"{source}: 'targets' is missing or empty")
+    present = {"macro_f_avg"} if "macro_f_avg" in metrics else set()  # a null figure is undefined, not missing
+    present |= {f"targets.{t}.f_avg" for t, s in targets.items() if isinstance(s, dict) and "f_avg" in s}
+    if isinstance(metrics.get("seed_slice"), dict) and "macro_f_avg" in metrics["seed_slice"]:
+        present.add("seed_slice.macro_f_avg")
     figures = {"macro_f_avg": number(metrics.get("macro_f_avg"), "macro_f_avg")}
     for target, scores in targets.items():
         figures[f"f_avg/{target}"] = number((scores or {}).get("f_avg"), f"targets.{target}.f_avg")
@@ -109,15 +118,59 @@ def model_name(metrics: dict) -> str:
         raise GateError("metrics: config.model.name is missing: pass entry=NAME") from error
 
 
-def compare(metrics: dict, baseline: dict, model: str | None = None) -> tuple[str, list[GateRow]]:
-    """Rows of the gate; every baseline figure must be present in the metrics."""
-    name = model or model_name(metrics)
+def check_entry(entry, where: str) -> dict:
+    """A baseline entry the gate can judge with: `figures` and a `tolerance` for each, all finite.
+
+    A broken entry means the gate cannot start (exit status 2): never a pass, never a reported regression.
+    """
+
+    def broken(message: str) -> GateError:
+        return GateError(
+            f"baseline: {where}: {message}; the gate cannot judge with it (re-derive the entry on purpose)",
+            exit_code=EXIT_CANNOT_START,
+        )
+
+    if not isinstance(entry, dict):
+        raise broken("is not an object")
+    figures, tolerance = entry.get("figures"), entry.get("tolerance")
+    if not isinstance(figures, dict) or not figures:
+        raise broken("has no 'figures'")
+    if not isinstance(tolerance, dict):
+        raise broken("has no 'tolerance'")
+    for metric, value in figures.items():
+        if not _finite(value) or not 0.0 <= value <= 1.0:
+            raise broken(f"figures.{metric} is {value!r}, not a figure in [0, 1]")
+        if metric not in tolerance:
+            raise broken(f"tolerance has no '{metric}'")
+        if not _finite(tolerance[metric]) or tolerance[metric] < 0:
+            raise broken(f"tolerance.{metric} is {tolerance[metric]!r}, not a finite number >= 0")
+    return entry
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def baseline_entry_named(baseline: dict, name: str) -> dict:
+    """The entry check_regression judges one run's metrics with (a quality-gate entry's single-run block)."""
     entries = baseline.get("models")
     if not isinstance(entries, dict) or name not in entries:
         known = sorted(entries) if isinstance(entries, dict) else []
-        raise GateError(f"baseline: no entry for model '{name}' (has {known}); write one with update=true")
-    # A quality-gate entry (diplostance.gate) judges seed ensembles; one run is judged against its single-run block.
-    entry = entries[name].get("single_run", entries[name])
+        raise GateError(
+            f"baseline: no entry for model '{name}' (has {known}); write one with update=true",
+            exit_code=EXIT_CANNOT_START,
+        )
+    entry = entries[name]
+    # A quality-gate entry (diplostance.gate) judges means over seeds; one run is judged against its single-run block.
+    if isinstance(entry, dict) and "single_run" in entry:
+        return check_entry(entry["single_run"], f"models.{name}.single_run")
+    return check_entry(entry, f"models.{name}")
+
+
+def compare(metrics: dict, baseline: dict, model: str | None = None) -> tuple[str, list[GateRow]]:
+    """Rows of the gate; every baseline figure must be present in the metrics."""
+    name = model or model_name(metrics)
+    entry = baseline_entry_named(baseline, name)
     now = gated_figures(metrics)
     unjudged = sorted(set(now) - set(entry["figures"]))
     if unjudged:

@@ -3,7 +3,9 @@
 python scripts/check_regression.py metrics=RUN/metrics.json [baseline=benchmarks/quality_baseline.json]
 
 Exit status: 0 pass, 1 a gated figure fell by more than its tolerance or the metrics cannot be
-judged (not finite, out of range, targets that differ from the baseline), 2 a file is missing.
+judged (undefined, not finite, out of range, targets that differ from the baseline), 2 the gate
+cannot start: a file is missing, or the baseline has no usable entry for the model (no entry, a
+figure or tolerance missing or not finite), the same rule as scripts/quality_gate.py.
 """
 
 import sys
@@ -14,6 +16,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from diplostance.errors import reported_as_user_errors, take_verbose_flag
+from diplostance.output_guard import check_output_files
 from diplostance.regression import compare, markdown, read_json, update_baseline
 
 
@@ -21,8 +24,13 @@ from diplostance.regression import compare, markdown, read_json, update_baseline
 def main(cfg: DictConfig) -> None:
     with reported_as_user_errors():
         baseline_path = Path(to_absolute_path(cfg.baseline))
-        metrics = read_json(to_absolute_path(cfg.metrics), "metrics")
+        inputs = [to_absolute_path(cfg.metrics), *(to_absolute_path(p) for p in cfg.seed_runs or ())]
         if cfg["update"]:  # item access: cfg.update is DictConfig's dict-style update() method
+            check_output_files({"baseline": baseline_path}, inputs, overwrite=True, overwrite_flag="")
+        if cfg.summary_file:  # appended to (GitHub's step summary), never an input
+            check_output_files({"summary_file": cfg.summary_file}, [*inputs, baseline_path], overwrite=True)
+        metrics = read_json(to_absolute_path(cfg.metrics), "metrics")
+        if cfg["update"]:
             seed_runs = [read_json(to_absolute_path(p), "seed run metrics") for p in cfg.seed_runs]
             update_baseline(baseline_path, metrics, seed_runs, cfg.entry)
             print(f"baseline written: {baseline_path}")

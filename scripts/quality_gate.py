@@ -8,7 +8,9 @@ Plain overrides reach every model's `scripts/train.py` retraining; `MODEL:` ones
 Options: --models tiny,tfidf (a subset), --out DIR, --baseline FILE, --config FILE (default
 configs/quality_gate.yaml), --seed-offset N (other seeds than the baseline's: must pass too).
 Exit status: 0 pass, 1 a gated figure fell by more than its tolerance
-or a retraining or file cannot be judged, 2 the gate cannot start (no baseline entry, bad option).
+or a retraining or file cannot be judged, 2 the gate cannot start (no usable baseline entry: none, or a
+figure or tolerance missing or not finite, checked before any retraining; a bad option or --out).
+scripts/check_regression.py follows the same rule.
 """
 
 import sys
@@ -24,6 +26,7 @@ import time
 
 from diplostance.errors import reported_as_user_errors, take_verbose_flag
 from diplostance.gate import GATE_CONFIG, derive_baseline, load_gate_config, run_gate
+from diplostance.output_guard import check_output_files
 from diplostance.regression import GateError
 
 
@@ -47,6 +50,8 @@ def main(argv: list[str]) -> int:
         config = load_gate_config(args.config)
         if args.baseline:
             config = dataclasses.replace(config, baseline=args.baseline)
+        if args.summary_file:  # appended to (GitHub's step summary), never an input
+            check_output_files({"--summary-file": args.summary_file}, [config.baseline, args.config], overwrite=True)
         only = args.models.split(",") if args.models else None
         unknown = sorted(set(only or ()) - set(config.models))
         if unknown:

@@ -156,3 +156,74 @@ def test_the_committed_baseline_covers_both_gated_models():
     for entry in baseline["models"].values():
         assert set(entry["figures"]) == set(entry["tolerance"])
         assert {"commit", "date", "config", "derivation"} <= set(entry)
+
+
+# --- entries and figures the gate cannot judge (issues 18 and 20) ------------------------------
+
+
+def baseline_without(key: str, metric: str | None = None) -> dict:
+    baseline = copy.deepcopy(BASELINE)
+    if metric:
+        del baseline["models"]["tiny"][key][metric]
+    else:
+        del baseline["models"]["tiny"][key]
+    return baseline
+
+
+@pytest.mark.parametrize(("key", "metric"), [("tolerance", None), ("tolerance", "f_avg/b"), ("figures", None)])
+def test_a_baseline_entry_missing_a_tolerance_or_figures_cannot_start_the_gate(key, metric):
+    with pytest.raises(GateError, match=f"has no '{metric or key}'") as raised:
+        compare(METRICS, baseline_without(key, metric))
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5])
+def test_a_baseline_figure_that_is_not_a_figure_is_never_judged(value):
+    baseline = copy.deepcopy(BASELINE)
+    baseline["models"]["tiny"]["figures"]["macro_f_avg"] = value
+    with pytest.raises(GateError, match="not a figure in") as raised:
+        compare(METRICS, baseline)
+    assert raised.value.exit_code == 2
+
+
+def test_an_undefined_figure_in_the_metrics_is_not_judged():
+    with pytest.raises(GateError, match="'macro_f_avg' is undefined") as raised:
+        compare(with_changes(macro_f_avg=None), BASELINE)
+    assert raised.value.exit_code == 1
+
+
+def test_script_refuses_an_entry_without_tolerance_with_one_line_and_exit_2(tmp_path):
+    metrics = write(tmp_path / "metrics.json", METRICS)
+    baseline = write(tmp_path / "baseline.json", baseline_without("tolerance"))
+    result = gate(f"metrics={metrics}", f"baseline={baseline}")
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.startswith("error: baseline: models.tiny: has no 'tolerance'") and result.stderr.count("\n") == 1
+    )
+
+
+def test_script_refuses_a_nan_baseline_figure_instead_of_reporting_a_fall(tmp_path):
+    metrics = write(tmp_path / "metrics.json", METRICS)
+    baseline = write(tmp_path / "baseline.json", json.dumps(BASELINE).replace("0.6,", "NaN,", 1))
+    result = gate(f"metrics={metrics}", f"baseline={baseline}")
+    assert result.returncode == 2 and "not a figure in [0, 1]" in result.stderr and "FAIL" not in result.stdout
+
+
+def test_script_refuses_to_judge_an_undefined_macro_f_avg(tmp_path):
+    metrics = write(tmp_path / "metrics.json", with_changes(macro_f_avg=None))
+    result = gate(f"metrics={metrics}", f"baseline={write(tmp_path / 'b.json', BASELINE)}")
+    assert result.returncode == 1 and "'macro_f_avg' is undefined" in result.stderr and "passed" not in result.stdout
+
+
+def test_script_exits_2_for_a_model_without_an_entry_as_the_quality_gate_does(tmp_path):
+    metrics = write(tmp_path / "metrics.json", METRICS)
+    result = gate(f"metrics={metrics}", f"baseline={write(tmp_path / 'b.json', {'models': {}})}", "entry=tfidf")
+    assert result.returncode == 2 and "no entry for model 'tfidf'" in result.stderr
+
+
+def test_script_never_appends_its_summary_to_an_input(tmp_path):
+    metrics = write(tmp_path / "metrics.json", METRICS)
+    baseline = write(tmp_path / "baseline.json", BASELINE)
+    before = baseline.read_text()
+    result = gate(f"metrics={metrics}", f"baseline={baseline}", f"summary_file={baseline}")
+    assert result.returncode == 2 and "is the input" in result.stderr and baseline.read_text() == before

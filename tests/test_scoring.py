@@ -3,7 +3,8 @@
 import evaluate
 import pytest
 
-from diplostance.scoring import STANCE_METRIC_PATH, bootstrap_intervals, stance_scores
+from diplostance.errors import BadDataError
+from diplostance.scoring import STANCE_METRIC_PATH, NothingToScoreError, bootstrap_intervals, stance_scores
 
 POLARITIES = ["favor", "against", "none"]
 
@@ -51,9 +52,34 @@ def test_masked_examples_do_not_count_towards_support():
     assert result["targets"]["a"]["labels"]["favor"]["support"] == 1
 
 
-def test_nothing_annotated_is_an_error():
-    with pytest.raises(ValueError, match="no target has any annotated example"):
+def test_nothing_annotated_is_a_one_line_data_error():
+    with pytest.raises(NothingToScoreError, match="every label is empty") as raised:
         stance_scores([[0]], [[-100]], ["a"], POLARITIES)
+    assert isinstance(raised.value, BadDataError) and raised.value.exit_code == 1
+
+
+def test_f_avg_without_any_favor_or_against_label_is_undefined_not_zero(metric):
+    refs = [[2], [2], [2]]  # only `none` in the gold labels
+    result = metric.compute(predictions=[[2], [0], [2]], references=refs, targets=["a"], polarities=POLARITIES)
+    assert result["targets"]["a"]["f_avg"] is None and result["macro_f_avg"] is None
+    assert result["macro_f1"] == pytest.approx((0 + 0 + 0.8) / 3)  # none: P=1, R=2/3; still defined
+
+
+def test_a_target_with_an_undefined_f_avg_is_left_out_of_macro_f_avg(metric):
+    refs = [[0, 2], [1, 2]]
+    result = metric.compute(predictions=[[0, 2], [1, 0]], references=refs, targets=["a", "b"], polarities=POLARITIES)
+    assert result["targets"]["b"]["f_avg"] is None and result["macro_f_avg"] == 1.0
+
+
+def test_ranking_callers_keep_a_number_for_an_undefined_f_avg():
+    result = stance_scores([[2]], [[2]], ["a"], POLARITIES)  # the default: 0.0, for checkpoint and grid choices
+    assert result["targets"]["a"]["f_avg"] == 0.0 and result["macro_f_avg"] == 0.0
+
+
+def test_bootstrap_of_an_undefined_figure_has_no_interval():
+    refs = [[2]] * 20
+    intervals = bootstrap_intervals(refs, refs, ["a"], POLARITIES, n_resamples=50)
+    assert intervals["macro_f_avg"] is None and intervals["targets"] == {}
 
 
 def test_bootstrap_interval_brackets_the_point_estimate():

@@ -12,7 +12,9 @@ from diplostance.scoring import NEUTRAL_POLARITY, stance_scores
 
 _DESCRIPTION = """Per target and polarity: precision, recall, F1, support. Per target: f_avg (mean F1
 of the non-neutral polarities, the SemEval-2016 Task 6 metric) and macro-F1 over all
-polarities. Overall: macro_f_avg and macro_f1, the means over the annotated targets."""
+polarities. Overall: macro_f_avg and macro_f1, the means over the annotated targets. A target whose
+gold labels are all neutral has f_avg None (undefined) and is left out of macro_f_avg (None if every
+target's is undefined)."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -46,4 +48,5 @@ class StanceF1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, targets, polarities, neutral=NEUTRAL_POLARITY):
-        return stance_scores(predictions, references, list(targets), list(polarities), neutral)
+        # An undefined f_avg (no favor or against gold label) is None, never reported as a score of 0.
+        return stance_scores(predictions, references, list(targets), list(polarities), neutral, undefined=None)
