@@ -23,7 +23,9 @@ def validate(args: argparse.Namespace) -> int:
 def compare(args: argparse.Namespace) -> int:
     from diplostance.reports import sweep_table
 
-    print(sweep_table(args.directory))
+    with reported_as_user_errors():  # no run folder, or an unreadable metrics.json: one line
+        table = sweep_table(args.directory)
+    print(table)
     return 0
 
 
