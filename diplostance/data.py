@@ -277,7 +277,7 @@ def _rows_from_frames(
                 problems.append(f"{where}: empty text in column '{columns['text']}'")
                 continue
             problem = sentence_problem(text)
-            if problem and "control character" in problem:
+            if problem:  # a control character, or longer than text.MAX_SENTENCE_CHARS (validate's limit too)
                 problems.append(f"{where}: {problem}")
                 continue
             key = str(row[id_col]) if id_col else text
