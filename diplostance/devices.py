@@ -75,3 +75,26 @@ def trainer_precision(precision: str, use_cpu: bool) -> dict:
         if not on_gpu and not cpu_supports_bf16():
             raise DeviceError("training.precision=bf16: this CPU has no bf16 instructions (AVX-512 BF16/AMX); use fp32")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def trainer_feeding(training, use_cpu: bool) -> dict:
+    """The Trainer's arguments that keep a GPU busy, from the training config (configs/training/gpu.yaml).
+
+    `dataloader_workers` collate batches in worker processes (kept alive between epochs) while the
+    device computes; `pin_memory` (GPU only) lets the host-to-device copies run asynchronously; `tf32`
+    (GPU only: TF32 tensor cores for fp32 matrix products; on the CPU it is ignored) and `torch_compile`
+    are passed on. With the defaults (0 workers, tf32 and compile off) the arguments are those of a
+    plain CPU run.
+    """
+    on_gpu = torch.cuda.is_available() and not use_cpu
+    workers = int(training.get("dataloader_workers", 0) or 0)
+    if workers < 0:
+        raise DeviceError(f"training.dataloader_workers must be >= 0, got {workers}")
+    return {
+        "dataloader_num_workers": workers,
+        "dataloader_persistent_workers": workers > 0,
+        "dataloader_prefetch_factor": 4 if workers > 0 else None,
+        "dataloader_pin_memory": on_gpu and bool(training.get("pin_memory", True)),
+        "tf32": True if on_gpu and training.get("tf32", False) else None,
+        "torch_compile": bool(training.get("torch_compile", False)),
+    }

@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
-from diplostance.devices import trainer_precision
+from diplostance.devices import trainer_feeding, trainer_precision
 from diplostance.distributed import is_main_process
 from diplostance.ensemble import fit_ensemble
 from diplostance.errors import BadDataError, UserError
@@ -106,6 +106,12 @@ def padding_share(dataloader) -> float:
     return padded / total if total else 0.0
 
 
+def _save_only_model(t) -> bool:
+    if t.get("save_only_model", False) and t.resume:
+        raise ConfigError("training.resume=true needs checkpoints with the optimizer: training.save_only_model=false")
+    return bool(t.get("save_only_model", False))
+
+
 def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> TrainingArguments:
     t = cfg.training
     report_to = t.report_to if isinstance(t.report_to, str) else list(t.report_to)
@@ -120,8 +126,12 @@ def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> Traini
         warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
         lr_scheduler_type=t.lr_scheduler,
         max_grad_norm=t.max_grad_norm,
-        eval_strategy="epoch" if has_dev else "no",
-        save_strategy="epoch",
+        # training.eval_steps: evaluate (and checkpoint) every N optimizer steps instead of every epoch
+        eval_strategy=("steps" if t.get("eval_steps") else "epoch") if has_dev else "no",
+        eval_steps=t.get("eval_steps"),
+        save_strategy="steps" if t.get("eval_steps") else "epoch",
+        save_steps=t.get("eval_steps") or 500,
+        save_only_model=_save_only_model(t),  # no optimizer state in checkpoints: less to write each epoch
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=has_dev,
         metric_for_best_model="macro_f_avg",
@@ -137,8 +147,7 @@ def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> Traini
         activation_checkpointing=bool(t.get("gradient_checkpointing", False)),  # gradient checkpointing
         report_to=report_to,
         disable_tqdm=not t.progress_bar,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        **trainer_feeding(t, t.use_cpu),  # data-loader workers, pinned memory, tf32, torch.compile
     )
 
 
@@ -168,7 +177,7 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
         train_dataset=encoded["train"],
         eval_dataset=encoded["dev"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=t.get("pad_to_multiple_of")),
         compute_loss_func=StanceLoss(len(data.labels.polarities), weights),  # weights kept on the model's device
         compute_metrics=_metrics_fn(data.labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)],
