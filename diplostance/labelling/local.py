@@ -19,8 +19,11 @@ import contextlib
 import fcntl
 import json
 import logging
+import multiprocessing
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,7 +42,7 @@ from diplostance.labelling.options import (
     OutputExistsError,
     OutputPaths,
 )
-from diplostance.labelling.records import Window, convert_records, label_window, split_article
+from diplostance.labelling.records import Window, convert_records, split_article, window_probs, window_records
 from diplostance.schema import LabelSpace
 
 log = logging.getLogger(__name__)
@@ -185,45 +188,164 @@ def _finish(paths: OutputPaths, state: RunState) -> None:
     shutil.rmtree(paths.work)
 
 
-def _predict_window(predictor, window: Window, streams: PartialStreams, labels: LabelSpace) -> None:
-    if not window:  # a stretch of input errors only
-        return
-    for records, doc in label_window(predictor, window, labels):
-        for record in records:
-            streams.write("records", record)
-        streams.write("docs", doc)
+WRITE_AHEAD = 2  # windows predicted ahead of the writer: bounds the memory a slow disk can hold up
+PREPARE_CHUNK = 16  # articles per task handed to a preparing worker process
 
 
-def _label_items(items, predictor, labels, streams: PartialStreams, window_sentences: int, bar) -> None:
-    state = streams.state
-    window: Window = []
-    pending = 0  # sentences in the window
-    dirty = False  # items consumed since the last checkpoint
-    started, done = time.perf_counter(), 0
+class Writer:
+    """The output side of a run, on its own thread: records and summaries built, JSON encoded, written and
+    checkpointed while the next window is read, split and predicted.
 
-    def flush() -> None:
-        nonlocal window, pending, done
-        _predict_window(predictor, window, streams, labels)
-        state.counts.articles += len(window)
-        state.counts.sentences += pending
-        streams.checkpoint()
-        done += pending
-        bar.update(len(window))
-        bar.set_postfix(sentences=state.counts.sentences, sent_per_s=f"{done / (time.perf_counter() - started):.1f}")
-        window, pending = [], 0
+    It alone touches the streams and the run state, in the order the operations were queued, so a
+    checkpoint still records exactly the items written before it. An error on the thread is raised
+    again in the caller at the next `put` or at `close`.
+    """
 
-    for (s, k), item in items:
-        if isinstance(item, InputError):
+    def __init__(self, streams: PartialStreams, labels: LabelSpace, bar):
+        self.streams, self.labels, self.bar = streams, labels, bar
+        self.queue: queue.Queue = queue.Queue(maxsize=WRITE_AHEAD)
+        self.error: BaseException | None = None
+        self.started, self.done = time.perf_counter(), 0
+        self.thread = threading.Thread(target=self._run, name="labelling-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, *operation) -> None:
+        self._raise()
+        self.queue.put(operation)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (operation := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._do(*operation)
+                except BaseException as error:  # handed to the caller's thread
+                    self.error = error
+
+    def _do(self, kind: str, *args) -> None:
+        state, streams = self.streams.state, self.streams
+        if kind == "error":
+            item, next_item = args
             streams.write("errors", asdict(item))
             state.counts.failed += 1
-            if state.counts.failed <= LOGGED_ERRORS:  # the errors file has them all; the console, the first few
-                log.warning("skipped %s", item)
-            elif state.counts.failed == LOGGED_ERRORS + 1:
+            state.next_item = next_item
+            return
+        window, probs, next_item = args  # kind == "window": predicted; written, then checkpointed
+        for records, doc in window_records(window, probs, self.labels) if window else ():
+            for record in records:
+                streams.write("records", record)
+            streams.write("docs", doc)
+        sentences = sum(len(sentences) for _, sentences in window)
+        state.counts.articles += len(window)
+        state.counts.sentences += sentences
+        state.next_item = next_item
+        streams.checkpoint()
+        self.done += sentences
+        self.bar.update(len(window))
+        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix(sentences=state.counts.sentences, sent_per_s=f"{rate:.1f}")
+
+
+_ENCODE = None  # the predictor's encode, inherited by the forked preparing workers
+
+
+def _prepare(entry):
+    """A worker's share: split an article into sentences and, where the predictor can, normalise and tokenise
+    them (predictor.encode), so the labelling process only predicts and writes."""
+    position, item = entry
+    if isinstance(item, InputError):
+        return position, item, None
+    article, sentences = split_article(item)
+    encoded = None
+    if _ENCODE is not None and sentences:
+        texts = list(dict.fromkeys(s.text for s in sentences))
+        encoded = dict(zip(texts, _ENCODE(texts), strict=True))
+    return position, (article, sentences), encoded
+
+
+def _prepared_inline(items):
+    for position, item in items:
+        yield position, (item if isinstance(item, InputError) else split_article(item)), None
+
+
+@contextlib.contextmanager
+def _preparing(items, predictor, workers: int):
+    """The items split (and encoded) in `workers` forked processes, in input order; 0: in this process."""
+    if workers <= 0:
+        yield _prepared_inline(items)
+        return
+    global _ENCODE
+    encode = getattr(predictor, "encode", None) if hasattr(predictor, "predict_encoded") else None
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    _ENCODE, os.environ["TOKENIZERS_PARALLELISM"] = encode, "false"  # one tokenizer thread per worker
+    try:
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    finally:
+        _ENCODE = None
+        if saved is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = saved
+    try:
+        yield pool.imap(_prepare, items, chunksize=PREPARE_CHUNK)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def prepare_workers(options: LabelOptions, predictor) -> int:
+    """`prepare_workers`, or by default: none when the model runs on the CPU (its cores do the model's
+    arithmetic), and up to 8 processes (leaving two cores) when it runs on a GPU, which one process
+    splitting, normalising and tokenising cannot keep busy."""
+    if options.prepare_workers is not None:
+        return options.prepare_workers
+    device = getattr(predictor, "device", None)
+    if device is None or torch_device_type(device) != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 2))
+
+
+def torch_device_type(device) -> str:
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def _label_items(prepared, predictor, writer: Writer, window_sentences: int, failed: int) -> None:
+    window: Window = []
+    encoded: dict[str, list[int]] | None = {}
+    pending = 0  # sentences in the window
+    dirty = False  # items consumed since the last checkpoint
+    next_item = None
+
+    def flush() -> None:
+        nonlocal window, pending, encoded
+        probs = window_probs(predictor, window, encoded) if window else None
+        writer.put("window", window, probs, next_item)
+        window, pending, encoded = [], 0, {}
+
+    for (s, k), entry, entry_encoded in prepared:
+        next_item = [s, k + 1]
+        if isinstance(entry, InputError):
+            writer.put("error", entry, next_item)
+            failed += 1
+            if failed <= LOGGED_ERRORS:  # the errors file has them all; the console, the first few
+                log.warning("skipped %s", entry)
+            elif failed == LOGGED_ERRORS + 1:
                 log.warning("more inputs failed; every one is listed in the errors file")
         else:
-            window.append(split_article(item))
-            pending += len(window[-1][1])
-        state.next_item = [s, k + 1]
+            window.append(entry)
+            pending += len(entry[1])
+            if entry_encoded is None:
+                encoded = None  # prepared in this process: the predictor encodes the window itself
+            elif encoded is not None:
+                encoded.update(entry_encoded)
         dirty = True
         if pending >= window_sentences:
             flush()
@@ -260,8 +382,13 @@ def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources
     bar = tqdm(
         desc="labelling", unit="article", initial=state.counts.articles, disable=not options.progress_bar, smoothing=0.1
     )
+    writer = Writer(streams, labels, bar)
     try:
-        _label_items(items, predictor, labels, streams, options.window_sentences, bar)
+        with _preparing(items, predictor, prepare_workers(options, predictor)) as prepared:
+            _label_items(prepared, predictor, writer, options.window_sentences, state.counts.failed)
     finally:
-        bar.close()
-        streams.close()
+        try:
+            writer.close()  # what was predicted is written and checkpointed, also when reading failed
+        finally:
+            bar.close()
+            streams.close()

@@ -107,6 +107,7 @@ class LabelOptions:
     batch_size: int | None = None  # None: the device's default (diplostance.devices.default_batch_size)
     max_length: int = 128
     num_threads: int | None = None
+    prepare_workers: int | None = None  # processes splitting and tokenising; None: 0 on the CPU, up to 8 on a GPU
     allow_errors: bool = False
     overwrite: bool = False
     resume: bool = True
@@ -156,6 +157,8 @@ class LabelOptions:
         for key in ("window_sentences", "max_length"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise LabellingError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.prepare_workers is not None and (not isinstance(self.prepare_workers, int) or self.prepare_workers < 0):
+            raise LabellingError(f"prepare_workers must be an integer >= 0 or null, got {self.prepare_workers!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise LabellingError(f"batch_size must be a positive integer or null, got {self.batch_size!r}")
         if self.jsonl_id_field == self.jsonl_text_field:

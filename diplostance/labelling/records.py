@@ -26,12 +26,31 @@ def split_article(article: Article) -> tuple[Article, list[Sentence]]:
     return article, split_sentences(article.text)
 
 
-def label_window(predictor, window: Window, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
-    """Each article's sentence records and summary, from one prediction over the window's sentences."""
+def window_probs(predictor, window: Window, encoded: dict[str, list[int]] | None = None) -> np.ndarray:
+    """(sentences, targets, polarities) for the window's sentences in order, from one prediction.
+
+    `encoded` (sentence text -> token ids, made by `predictor.encode` in the labeller's worker
+    processes) skips the normalisation and tokenisation here: `predictor.predict_encoded` takes them.
+    """
     texts = [s.text for _, sentences in window for s in sentences]
+    if not texts:
+        return np.empty((0, 0, 0))
     unique = list(dict.fromkeys(texts))  # repeated boilerplate (datelines, bylines) is predicted once
     row_of = {text: i for i, text in enumerate(unique)}
-    probs = predictor.predict_proba(unique)[[row_of[t] for t in texts]] if texts else np.empty((0, 0, 0))
+    if encoded is not None:
+        probs = predictor.predict_encoded([encoded[t] for t in unique])
+    else:
+        probs = predictor.predict_proba(unique)
+    return probs[[row_of[t] for t in texts]]
+
+
+def label_window(predictor, window: Window, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
+    """Each article's sentence records and summary, from one prediction over the window's sentences."""
+    return window_records(window, window_probs(predictor, window), labels)
+
+
+def window_records(window: Window, probs: np.ndarray, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
+    """Each article's sentence records and summary from the window's probabilities (window_probs)."""
     out, row = [], 0
     for article, sentences in window:
         article_probs = probs[row : row + len(sentences)]
