@@ -142,7 +142,7 @@ def _training_arguments(cfg: DictConfig, out_dir: Path, has_dev: bool) -> Traini
         seed=cfg.seed,
         data_seed=cfg.seed,
         full_determinism=t.full_determinism,
-        use_cpu=t.use_cpu,
+        use_cpu=bool(t.use_cpu) or not torch.cuda.is_available(),  # the Trainer wants it for bf16 on a CPU-only machine
         **trainer_precision(t.get("precision", "fp32"), t.use_cpu),  # bf16=/fp16= mixed precision
         activation_checkpointing=bool(t.get("gradient_checkpointing", False)),  # gradient checkpointing
         report_to=report_to,
