@@ -14,11 +14,14 @@ weight matrix as safetensors, the options as JSON. Loading runs no code from the
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import Parallel, delayed
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -31,6 +34,7 @@ TFIDF_FILE = "tfidf.safetensors"
 TFIDF_CONFIG = "tfidf_config.json"
 VOCABULARY_FILE = "vocabulary.json"
 NONE = "none"
+log = logging.getLogger(__name__)
 
 
 def feature_blocks(options: Mapping) -> list[dict]:
@@ -140,8 +144,16 @@ class TfidfStanceModel:
         options: Mapping,
         dev_texts: Sequence[str] | None = None,
         dev_rows: Sequence[Sequence[int]] | None = None,
+        refit_on_train_dev: bool = False,
     ) -> TfidfStanceModel:
-        """Fit every target; with a dev split, `C` (from `C_grid`) and the `none` offset are chosen on it."""
+        """Fit every target; with a dev split, `C` (from `C_grid`) and the `none` offset are chosen on it.
+
+        One fit per `C` and target (with `warm_start`, each starts from the previous `C`'s weights:
+        fewer iterations, but lbfgs stops at its tolerance, so a close dev choice may differ); the
+        `none` offsets are applied to the chosen fit's probabilities, so they cost no fit. Targets
+        are fitted in parallel (`n_jobs`, identical results). With `refit_on_train_dev`, the features
+        and each target are fitted again on train+dev with the `C` and offsets chosen on dev.
+        """
         options = dict(options)
         blocks = feature_blocks(options)
         if options.get("block_weights") and len(options["block_weights"]) != len(blocks):
@@ -149,47 +161,114 @@ class TfidfStanceModel:
                 f"tfidf.block_weights has {len(options['block_weights'])} value(s) for {len(blocks)} feature "
                 "block(s): give one weight per entry of tfidf.features, or null"
             )
-        sublinear = options.get("sublinear_tf", True)
-        vectorizers = [_fit_vectorizer(block, sublinear, texts) for block in blocks]
-        model = cls(labels, vectorizers, {}, options)
-        features = model.features(texts)
         rows = np.asarray(label_rows, dtype=int).reshape(-1, len(labels.targets))
         use_dev = dev_texts is not None and len(dev_texts) > 0
-        dev_features = model.features(dev_texts) if use_dev else None
         dev = np.asarray(dev_rows, dtype=int).reshape(-1, len(labels.targets)) if use_dev else None
         c_grid = [float(c) for c in (options.get("C_grid") or [options["C"]])] if use_dev else [float(options["C"])]
+        model = cls._fit_features(labels, texts, options, "training")
+        features = model.features(texts)
+        dev_features = model.features(dev_texts) if use_dev else None
+        fits = model._fit_targets(features, rows, {t: c_grid for t in labels.targets}, dev_features, dev)
         selection: dict = {}
-        for t, target in enumerate(labels.targets):
-            annotated = rows[:, t] != IGNORE_INDEX
-            classes = np.unique(rows[annotated, t])
-            if len(classes) == 0:
-                continue  # target never annotated in training: predicted as uniform
-            candidates = {}
-            for c in c_grid:
-                candidates[c] = _fit_target(features[annotated], rows[annotated, t], classes, c, options)
-            if len(candidates) > 1:
-                dev_scores = {c: _dev_f_avg(w, dev_features, dev[:, t], classes, labels) for c, w in candidates.items()}
-                best = max(dev_scores.values())
-                chosen_c = min(c for c, s in dev_scores.items() if s == best)  # ties: the stronger regularisation
-                selection[target] = {"C": chosen_c, "dev_f_avg_by_C": dev_scores}
-            else:
-                chosen_c = c_grid[0]
-            coef, intercept = candidates[chosen_c]
-            model.weights[f"{target}.coef"] = coef.astype(np.float32)
-            model.weights[f"{target}.intercept"] = intercept.astype(np.float32)
-            model.weights[f"{target}.classes"] = classes.astype(np.int64)
+        for target, fit in fits.items():
+            if len(fit["grid"]) > 1:
+                selection[target] = {
+                    "C": fit["C"],
+                    "dev_f_avg_by_C": {c: g["dev_f_avg"] for c, g in fit["grid"].items()},
+                }
         offsets = [0.0] * len(labels.targets)
         if use_dev and options.get("none_offset_grid"):
             dev_probs = model.predict_proba(dev_texts, raw=True)
             offsets, offset_table = choose_none_offsets(dev_probs, dev, labels, options["none_offset_grid"])
             for target, scores in offset_table.items():
                 selection.setdefault(target, {})["dev_f_avg_by_none_offset"] = scores
+                log.info(
+                    "tfidf: %r: none offset %g chosen on dev (dev f_avg by offset: %s)",
+                    target,
+                    offsets[labels.targets.index(target)],
+                    ", ".join(f"{o:g}: {s:.4f}" for o, s in scores.items()),
+                )
         model.weights["none_offset"] = np.asarray(offsets, dtype=np.float32)
         for t, target in enumerate(labels.targets):
             if target in selection:
                 selection[target]["none_offset"] = offsets[t]
         model.options["selection"] = selection
+        if refit_on_train_dev and use_dev:
+            all_texts = [*texts, *dev_texts]
+            refit = cls._fit_features(labels, all_texts, options, "training and dev")
+            chosen = {target: [fit["C"]] for target, fit in fits.items()}
+            refit._fit_targets(refit.features(all_texts), np.concatenate([rows, dev]), chosen, None, None)
+            refit.weights["none_offset"] = model.weights["none_offset"]
+            refit.options["selection"] = selection
+            refit.options["refit_on_train_dev"] = {"train_sentences": len(texts), "dev_sentences": len(dev_texts)}
+            return refit
         return model
+
+    @classmethod
+    def _fit_features(cls, labels: LabelSpace, texts: Sequence[str], options: dict, what: str) -> TfidfStanceModel:
+        started = time.perf_counter()
+        sublinear = options.get("sublinear_tf", True)
+        vectorizers = [_fit_vectorizer(block, sublinear, texts) for block in feature_blocks(options)]
+        log.info(
+            "tfidf: %d features from %d %s sentences in %.1f s",
+            sum(len(v.vocabulary_) for v in vectorizers),
+            len(texts),
+            what,
+            time.perf_counter() - started,
+        )
+        return cls(labels, vectorizers, {}, dict(options))
+
+    def _fit_targets(self, features, rows: np.ndarray, grids: dict, dev_features, dev: np.ndarray | None) -> dict:
+        """Fit each target over its `C` grid (in parallel over targets); keep the best fit on dev.
+
+        Progress is logged as each target finishes: one line per grid point, one for the choice."""
+        labels = self.labels
+        jobs = []
+        for t, target in enumerate(labels.targets):
+            annotated = rows[:, t] != IGNORE_INDEX
+            classes = np.unique(rows[annotated, t])
+            if len(classes) == 0:
+                continue  # target never annotated in training: predicted as uniform
+            on_dev = dev[:, t] != IGNORE_INDEX if dev is not None else None
+            dev_part = (dev_features[on_dev], dev[on_dev, t]) if dev is not None and on_dev.any() else None
+            grid = grids.get(target) or [float(self.options["C"])]  # a refit: a target first annotated in dev
+            jobs.append((t, target, features[annotated], rows[annotated, t], classes, grid, dev_part))
+        n_jobs = max(1, min(int(self.options.get("n_jobs") or 1), len(jobs)))
+        if n_jobs > 1:
+            log.info("tfidf: %d targets on %d parallel workers", len(jobs), n_jobs)
+        arguments = [
+            (i, x, y, classes, grid, self.options, dev_part, labels.polarities)
+            for i, (_, _, x, y, classes, grid, dev_part) in enumerate(jobs)
+        ]
+        if n_jobs > 1:
+            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_fit_grid)(*a) for a in arguments
+            )
+        else:
+            results = (_fit_grid(*a) for a in arguments)
+        fits = {}
+        for done, result in enumerate(results, start=1):
+            _, target, x, *_ = jobs[result["job"]]
+            for c, point in result["grid"].items():
+                log.info(
+                    "tfidf: target %d/%d %r (%d rows): C=%g%s, %d iterations, %.1f s",
+                    done,
+                    len(jobs),
+                    target,
+                    x.shape[0],
+                    c,
+                    f", dev f_avg {point['dev_f_avg']:.4f}" if point["dev_f_avg"] is not None else "",
+                    point["iterations"],
+                    point["seconds"],
+                )
+            if len(result["grid"]) > 1:
+                log.info("tfidf: target %d/%d %r: C=%g chosen on dev", done, len(jobs), target, result["C"])
+            coef, intercept, classes = result["coef"], result["intercept"], result["classes"]
+            self.weights[f"{target}.coef"] = coef.astype(np.float32)
+            self.weights[f"{target}.intercept"] = intercept.astype(np.float32)
+            self.weights[f"{target}.classes"] = classes.astype(np.int64)
+            fits[target] = result
+        return {target: fits[target] for target in labels.targets if target in fits}  # in target order
 
     def predict_proba(self, texts: Sequence[str], raw: bool = False) -> np.ndarray:
         """(n_texts, n_targets, n_polarities) probabilities; `raw` skips the `none` offsets."""
@@ -246,23 +325,61 @@ class TfidfStanceModel:
         return cls(labels, vectorizers, tensors, options)
 
 
-def _fit_target(features, y: np.ndarray, classes: np.ndarray, c: float, options: Mapping):
+def _fit_grid(
+    job: int,
+    features,
+    y: np.ndarray,
+    classes: np.ndarray,
+    grid: Sequence[float],
+    options: Mapping,
+    dev_part: tuple | None,
+    polarities: Sequence[str],
+) -> dict:
+    """One target over its `C` grid, smallest `C` first, each fit warm-started from the previous one.
+
+    Returns the dev f_avg, iterations and seconds of each grid point and the weights of the best
+    (ties: the smallest `C`, the stronger regularisation). Runs in a worker process: no logging here."""
+    scored = len(grid) > 1
+    points: dict[float, dict] = {}
+    best: tuple | None = None  # (score, coef, intercept, C)
     if len(classes) == 1:
-        return np.zeros((1, features.shape[1])), np.zeros(1)
+        coef, intercept = np.zeros((1, features.shape[1])), np.zeros(1)
+        score = _dev_score(coef, intercept, dev_part, classes, polarities) if scored else None
+        points = {c: {"dev_f_avg": score, "iterations": 0, "seconds": 0.0} for c in grid}
+        return {"job": job, "grid": points, "C": min(grid), "coef": coef, "intercept": intercept, "classes": classes}
     classifier = LogisticRegression(
-        C=c,
         max_iter=options.get("max_iter", 2000),
         class_weight="balanced" if options.get("class_weight", True) else None,
+        warm_start=bool(options.get("warm_start", False)),
     )
-    classifier.fit(features, y)
-    return classifier.coef_, classifier.intercept_
+    for c in sorted(grid):
+        started = time.perf_counter()
+        classifier.set_params(C=c)
+        classifier.fit(features, y)
+        coef, intercept = classifier.coef_.copy(), classifier.intercept_.copy()
+        score = _dev_score(coef, intercept, dev_part, classes, polarities) if scored else None
+        points[c] = {
+            "dev_f_avg": score,
+            "iterations": int(np.max(classifier.n_iter_)),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        if best is None or (score or 0.0) > best[0]:  # ascending C: a tie keeps the smaller C
+            best = (score or 0.0, coef, intercept, c)
+    _, coef, intercept, chosen = best
+    return {
+        "job": job,
+        "grid": {c: points[c] for c in grid},  # in the configured order
+        "C": chosen,
+        "coef": coef,
+        "intercept": intercept,
+        "classes": classes,
+    }
 
 
-def _dev_f_avg(weights, dev_features, dev_column: np.ndarray, classes: np.ndarray, labels: LabelSpace) -> float:
-    annotated = dev_column != IGNORE_INDEX
-    if not annotated.any():
+def _dev_score(coef, intercept, dev_part: tuple | None, classes: np.ndarray, polarities: Sequence[str]) -> float:
+    """f_avg on the dev rows that annotate the target (0.0 without any)."""
+    if dev_part is None:
         return 0.0
-    coef, intercept = weights
-    scores = dev_features[annotated] @ coef.T + intercept
-    probs = _class_probs(np.asarray(scores), len(classes))
-    return target_f_avg(classes[probs.argmax(1)], dev_column[annotated], labels.polarities)
+    dev_features, gold = dev_part
+    probs = _class_probs(np.asarray(dev_features @ coef.T + intercept), len(classes))
+    return target_f_avg(classes[probs.argmax(1)], gold, polarities)

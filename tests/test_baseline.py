@@ -113,3 +113,45 @@ def test_one_weight_per_feature_block_or_a_clear_error():
 
     with pytest.raises(UserError, match=r"one weight per entry of tfidf\.features"):
         TfidfStanceModel.fit(TEXTS, ROWS, LABELS, {**WORD_AND_CHAR, "block_weights": [1.0]})
+
+
+def test_each_target_and_grid_point_is_logged_as_it_is_fitted(caplog):
+    """Issue 19: a many-target fit printed nothing for 25 minutes; now one line per target and C, one per choice."""
+    with caplog.at_level("INFO", logger="diplostance.baseline"):
+        TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR, dev_texts=TEXTS[:4], dev_rows=ROWS[:4])
+    lines = [r.getMessage() for r in caplog.records]
+    grid_points = [line for line in lines if "dev f_avg" in line and "iterations" in line]
+    assert len(grid_points) == len(LABELS.targets) * len(WORD_AND_CHAR["C_grid"])
+    assert any(line.startswith("tfidf: target 1/2 'treaty'") for line in grid_points)
+    assert sum("chosen on dev" in line and "C=" in line for line in lines) == len(LABELS.targets)
+    assert sum("none offset" in line for line in lines) == len(LABELS.targets)
+
+
+def test_targets_fitted_in_parallel_workers_give_the_same_model():
+    options = {**WORD_AND_CHAR, "warm_start": False}
+    alone = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, {**options, "n_jobs": 1}, TEXTS[:4], ROWS[:4])
+    parallel = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, {**options, "n_jobs": 2}, TEXTS[:4], ROWS[:4])
+    assert parallel.options["selection"] == alone.options["selection"]
+    assert np.allclose(parallel.predict_proba(TEXTS), alone.predict_proba(TEXTS), atol=1e-6)
+
+
+def test_a_cold_grid_fits_each_c_as_a_fresh_logistic_regression():
+    """warm_start=false reproduces the independent fits of earlier versions exactly (same C, same weights)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, {**WORD_AND_CHAR, "warm_start": False}, TEXTS[:4], ROWS[:4])
+    c = model.options["selection"]["treaty"]["C"]
+    fresh = LogisticRegression(C=c, max_iter=500, class_weight="balanced").fit(
+        model.features(TEXTS), [0, 1, 2, 2, 2, 2]
+    )
+    assert np.allclose(model.weights["treaty.coef"], fresh.coef_, atol=1e-6)
+
+
+def test_refit_on_train_dev_learns_the_dev_text_and_keeps_the_choices_made_on_dev():
+    dev_texts, dev_rows = ["نؤيد ميثاقا رقميا أمميا", "نرفض الميثاق الرقمي"], [[0, 2], [1, 2]]
+    selected = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR, dev_texts, dev_rows)
+    refit = TfidfStanceModel.fit(TEXTS, ROWS, LABELS, WORD_AND_CHAR, dev_texts, dev_rows, refit_on_train_dev=True)
+    assert "ميثاقا" in refit.vectorizers[1].vocabulary_ and "ميثاقا" not in selected.vectorizers[1].vocabulary_
+    assert refit.options["selection"] == selected.options["selection"]
+    assert refit.options["refit_on_train_dev"] == {"train_sentences": 6, "dev_sentences": 2}
+    assert np.allclose(refit.weights["none_offset"], selected.weights["none_offset"])
