@@ -51,6 +51,7 @@ class StanceData:
     splits: datasets.DatasetDict
     description: str
     warnings: list[str] = field(default_factory=list)  # suspicious but legal input; reports repeat them
+    refit_on_train_dev: bool = False  # data.refit_on_train_dev: tf-idf is refit on train+dev after selection
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self.splits:
@@ -78,10 +79,13 @@ def load_data(cfg: Mapping) -> StanceData:
     """Dispatch on `cfg.kind` (`annotations` or `file`)."""
     kind = cfg.get("kind")
     if kind == "annotations":
-        return load_annotations(to_absolute_path(cfg["directory"]), cfg.get("seeds") and to_absolute_path(cfg["seeds"]))
-    if kind == "file":
-        return load_file_data(cfg)
-    raise DataConfigError(f"data.kind must be 'annotations' or 'file', got {kind!r}")
+        data = load_annotations(to_absolute_path(cfg["directory"]), cfg.get("seeds") and to_absolute_path(cfg["seeds"]))
+    elif kind == "file":
+        data = load_file_data(cfg)
+    else:
+        raise DataConfigError(f"data.kind must be 'annotations' or 'file', got {kind!r}")
+    data.refit_on_train_dev = bool(cfg.get("refit_on_train_dev", False))
+    return data
 
 
 def load_annotations(directory: str | Path, seeds_dir: str | Path | None = None) -> StanceData:

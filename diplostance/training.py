@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
@@ -228,17 +230,33 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     }
 
 
+def resolve_num_threads(setting) -> int:
+    """training.num_threads: a number as given; null (or `auto`): OMP_NUM_THREADS when set (torchrun sets
+    it), else min(4, cores, cores minus the 1-minute load average, at least 1). Threads beyond the free
+    cores of a shared machine cost far more than they give (17x slower on a busy 2-core machine)."""
+    if setting not in (None, "auto"):
+        return int(setting)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    free = cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(4, cores, round(free)))
+
+
 def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
     started = time.perf_counter()
     train, dev = data.splits["train"], data.splits.get("dev")
+    options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    options["n_jobs"] = options.get("n_jobs") or torch.get_num_threads()  # null: one worker per thread
     try:
         model = TfidfStanceModel.fit(
             [normalize(x, normalization) for x in train["text"]],
             train["labels"],
             data.labels,
-            OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg,
+            options,
             dev_texts=[normalize(x, normalization) for x in dev["text"]] if dev is not None else None,
             dev_rows=dev["labels"] if dev is not None else None,
+            refit_on_train_dev=data.refit_on_train_dev,
         )
     except ValueError as error:
         if "vocabulary" not in str(error):
@@ -250,7 +268,8 @@ def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization
         model.save(staging)
         normalization.save(staging)
     # C and the `none` offsets chosen on dev, per target, with the dev scores of the whole grid
-    return {"train_seconds": round(time.perf_counter() - started, 1), "selection": model.options["selection"]}
+    facts = {"train_seconds": round(time.perf_counter() - started, 1), "selection": model.options["selection"]}
+    return {**facts, "refit_on_train_dev": model.options.get("refit_on_train_dev", False)}
 
 
 def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dict) -> None:
@@ -298,8 +317,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     if cfg.model.kind != "tfidf":  # an impossible precision stops before any work
         trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
     set_seed(cfg.seed)
-    if cfg.training.num_threads:
-        torch.set_num_threads(cfg.training.num_threads)
+    threads = resolve_num_threads(cfg.training.num_threads)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # scikit-learn's OpenMP and BLAS pools (the tf-idf fits) as well
+    log.info("%d thread(s) (training.num_threads=%s)", threads, cfg.training.num_threads)
+    if cfg.data.get("refit_on_train_dev") and cfg.model.kind in ("tiny", "pretrained"):  # the transformers
+        if cfg.compare_baseline and cfg.get("ensemble", False):
+            raise ConfigError(
+                "data.refit_on_train_dev=true folds dev into the tf-idf baseline, so the ensemble cannot choose "
+                "its weights on dev: add ensemble=false"
+            )
+        log.info("data.refit_on_train_dev: the tf-idf baseline is refit on train+dev; the transformer is not")
     data = load_data(cfg.data)
     normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
     model_dir = run_dir / MODEL_SUBDIR
@@ -352,7 +380,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
         seed=cfg.seed,
         baseline=baseline,
     )
-    metrics["training"] = {**facts, "total_seconds": round(time.perf_counter() - started, 1)}
+    metrics["training"] = {**facts, "num_threads": threads, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
     if baseline:
         metrics["baseline"] = {
