@@ -34,6 +34,7 @@ from diplostance.scoring import stance_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.02
+OUTPUT_NAMES = ("active_learning.md", "active_learning.json", "active_learning.png")  # written into --out
 
 
 def tfidf_options(c: float) -> dict:
@@ -96,7 +97,18 @@ def main() -> None:
     parser.add_argument("--C", type=float, default=4.0, help="fixed regularisation (the config's no-dev C)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "active_learning")
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     args = parser.parse_args()
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.output_guard import check_output_files
+    from diplostance.outputs import OutputPathError
+
+    outputs = {f"--out ({name})": args.out / name for name in OUTPUT_NAMES}
+    with reported_as_user_errors():  # before minutes of work: never over the corpus, an earlier run only on request
+        check_output_files(outputs, [ROOT / "annotations", ROOT / "seeds"], args.overwrite)
+        for out in outputs.values():
+            if any(p.resolve() in out.resolve().parents for p in (ROOT / "annotations", ROOT / "seeds")):
+                raise OutputPathError(f"--out {args.out} lies inside the corpus: choose another --out")
 
     data = load_annotations(ROOT / "annotations")
     labels, train, test_split = data.labels, data.split("train"), data.split("test")
@@ -138,12 +150,15 @@ def main() -> None:
         shown = ", ".join(str(n) if n else f"> {args.max_labels}" for n in per_seed)
         lines.append(f"| {s} | {shown} | {at or f'> {args.max_labels}'} |")
     table = "\n".join(lines) + "\n"
-    (args.out / "active_learning.md").write_text(table, encoding="utf-8")
-    (args.out / "active_learning.json").write_text(
+    from diplostance.outputs import atomic_path, atomic_write_text
+
+    atomic_write_text(args.out / "active_learning.md", table)  # each appears under its name only when complete
+    atomic_write_text(
+        args.out / "active_learning.json",
         json.dumps({"full_pool": full, "goal": goal, "seeds": args.seeds, "curves": curves}, indent=1) + "\n",
-        encoding="utf-8",
     )
-    plot(curves, full, goal, args.out / "active_learning.png")
+    with atomic_path(args.out / "active_learning.png") as temporary:
+        plot(curves, full, goal, temporary)
     print(table)
     print(f"wrote {args.out / 'active_learning.md'}, .json and .png")
 

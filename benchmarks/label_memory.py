@@ -19,7 +19,6 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -109,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="label-memory-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.output_guard import work_folder
+
+    with reported_as_user_errors():  # never a folder of the user's own files, never an input
+        workdir = work_folder(args.workdir, "label-memory-", [ROOT / "annotations", ROOT / "seeds", args.model])
     model = args.model or train_tiny(workdir / "trained")
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []

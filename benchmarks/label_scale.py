@@ -22,7 +22,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -82,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the model and inputs here (reused by later runs)")
     args = parser.parse_args(argv)
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="label_scale-"))
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.output_guard import work_folder
+
+    with reported_as_user_errors():  # it clears its output folders: never in a folder of the user's own files
+        workdir = work_folder(args.workdir, "label_scale-", [ROOT / "annotations", ROOT / "seeds", args.model])
     model = args.model or build_model(workdir)
     inputs = workdir / f"inputs_{args.sentences}_{args.files}"
     if not inputs.is_dir():

@@ -36,7 +36,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -297,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="label-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.output_guard import work_folder
+
+    with reported_as_user_errors():  # never a folder of the user's own files, never an input
+        corpus = [ROOT / "annotations", ROOT / "seeds", args.trained_model]
+        workdir = work_folder(args.workdir, "label-bench-", corpus)
     available = corpus_sentences()
     random.Random(args.seed).shuffle(available)
     if args.sentences > len(available):

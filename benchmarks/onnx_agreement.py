@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--find-exclusions", action="store_true", help="keep layers in fp32 until int8 agrees")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
 
     import warnings
@@ -116,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnx-agreement-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    from diplostance.errors import reported_as_user_errors
+    from diplostance.output_guard import check_output_files, work_folder
+
+    with reported_as_user_errors():  # never a folder of the user's own files, never an input
+        if args.json:
+            check_output_files({"--json": args.json}, [args.model_dir], args.overwrite)
+        workdir = work_folder(args.workdir, "onnx-agreement-", [ROOT / "annotations", ROOT / "seeds", args.model_dir])
     texts = corpus_texts()
     extensions = cpu_extensions()
     chosen = int8_scheme_for(extensions)
@@ -156,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         kept, share = find_exclusions(args.model_dir, fp32_path, fp32, texts, workdir, chosen, options)
         print(f"layers kept in fp32: {kept} -> int8 agreement {share:.2%}")
     if args.json:
-        args.json.write_text(json.dumps({"sentences": len(texts), "cpu": extensions, "rows": rows}, indent=2) + "\n")
+        from diplostance.outputs import atomic_write_text
+
+        atomic_write_text(
+            args.json, json.dumps({"sentences": len(texts), "cpu": extensions, "rows": rows}, indent=2) + "\n"
+        )
     return 0 if fp32_ok and int8_share >= INT8_TARGET else 1
 
 

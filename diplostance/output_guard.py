@@ -37,11 +37,11 @@ def check_output_files(
     inputs = [Path(p) for p in inputs if p]
     checked: dict[str, Path] = {}
     for option, out in outputs.items():
-        out = Path(out)
+        out, flag = Path(out), option.split(" ")[0]  # "--out (report.md)": one file of the folder --out
         for source in inputs:
             if same_file(out, source):
                 raise OutputPathError(
-                    f"{option} {out} is the input {source}; an input is never written to: choose another {option}"
+                    f"{option} {out} is the input {source}; an input is never written to: choose another {flag}"
                 )
         for other_option, other in checked.items():
             if same_file(out, other):
@@ -50,6 +50,47 @@ def check_output_files(
             raise OutputPathError(f"{option} {out} is a folder: give a file name")
         if (out.exists() or out.is_symlink()) and not overwrite:
             raise OutputPathError(
-                f"{option} {out} already exists: choose another {option}, or pass {overwrite_flag} to replace it"
+                f"{option} {out} already exists: choose another {flag}, or pass {overwrite_flag} to replace it"
             )
         checked[option] = out
+
+
+WORKDIR_MARKER = ".diplostance-workdir"  # a folder a benchmark made, which it may reuse and clear parts of
+
+
+def _related(a: Path, b: Path) -> bool:
+    """`a` is `b`, lies inside it, or holds it."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents or a in b.parents
+
+
+def work_folder(workdir: str | Path | None, prefix: str, inputs: Iterable[str | Path] = ()) -> Path:
+    """The folder a benchmark writes (and clears parts of) its own files in, checked before anything is written.
+
+    None: a new temporary folder. A given folder must not be, hold or lie inside an input (the corpus, a
+    model folder, an input file), and must be new, empty, or one a benchmark made before (it holds
+    WORKDIR_MARKER): a folder of the user's own files is never written into.
+    """
+    import tempfile
+
+    if workdir is None:
+        folder = Path(tempfile.mkdtemp(prefix=prefix))
+    else:
+        folder = Path(workdir)
+        for source in inputs:
+            if source and Path(source).exists() and _related(folder, Path(source)):
+                raise OutputPathError(
+                    f"--workdir {folder} is, holds or lies inside the input {source}: choose a folder of its own"
+                )
+        if folder.exists() and not folder.is_dir():
+            raise OutputPathError(f"--workdir {folder} is a file: give a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / WORKDIR_MARKER).is_file():
+            raise OutputPathError(
+                f"--workdir {folder} holds files a benchmark did not write ({WORKDIR_MARKER} is missing): "
+                "choose a new or empty folder"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+    (folder / WORKDIR_MARKER).write_text(
+        "a diplostance benchmark's work folder: it may reuse and replace what is here\n"
+    )
+    return folder
