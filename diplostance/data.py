@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 TARGET_FROM = ("column", "filename")
+DUPLICATE_RULES = ("error", "first", "last", "majority", "drop")  # data.duplicates: conflicting labels
 LAYOUTS = ("long", "wide")
 FEATURES_COLUMNS = ("id", "doc_id", "text", "source", "slice", "labels")
 
@@ -239,6 +241,9 @@ def _rows_from_frames(
     problems: list[str] = []
     repeats: list[tuple[str, str]] = []  # (where, where first given)
     given: dict[tuple[str, str], tuple[str, str]] = {}  # (sentence key, target) -> (where, polarity)
+    votes: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (sentence key, target) -> every (where, polarity)
+    conflicts: set[tuple[str, str]] = set()
+    rule = cfg.get("duplicates") or "error"
     records: dict[str, dict] = {}
 
     def polarity(value, where: str, target: str):
@@ -255,16 +260,20 @@ def _rows_from_frames(
         if value is None:  # an empty cell: this row does not annotate the target
             record["stances"].setdefault(target, None)
             return
+        votes.setdefault((key, target), []).append((where, value))
         first = given.setdefault((key, target), (where, value))
         if first[0] == where:
             record["stances"][target] = value
             record["lines"][target] = where  # the row that labels this target
         elif first[1] == value:
             repeats.append((where, first[0]))
+        elif rule != "error":
+            conflicts.add((key, target))  # resolved by data.duplicates once every row is read
         else:
             problems.append(
                 f"{where}: conflicting labels for the same sentence: target '{target}' is {value!r} here "
-                f"but {first[1]!r} at {_short(first[0], where)} (keep one row per sentence and target)"
+                f"but {first[1]!r} at {_short(first[0], where)} (keep one row per sentence and target, or set "
+                "data.duplicates=first|last|majority|drop)"
             )
 
     for frame, path, file_target in tables:
@@ -323,21 +332,35 @@ def _rows_from_frames(
             for name, value in raw.items():
                 target = target_map.get(name, name)
                 assign(record, key, target, polarity(value, where, target), where)
+    resolved: list[tuple[str, str, int]] = []  # (where first given, target, rows) per conflict data.duplicates resolved
+    for key, target in sorted(conflicts):
+        record, given_votes = records[key], votes[(key, target)]
+        record["stances"][target] = _resolve(given_votes, rule)
+        resolved.append((given_votes[0][0], target, len(given_votes)))
     if id_col:  # the same text under two ids is the same sentence: its labels must agree too
-        by_text: dict[str, dict] = {}
+        by_text: dict[str, list[dict]] = {}
         for record in records.values():
-            first = by_text.setdefault(record["text"], record)
-            if first is record:
-                continue
-            for target, value in record["stances"].items():
-                other = first["stances"].get(target)
-                if value is not None and other is not None and value != other:
-                    problems.append(
-                        f"{record['where']}: conflicting labels for the same sentence: target '{target}' is {value!r} "
-                        f"here but {other!r} at {_short(first['where'], record['where'])} (id {first['id']!r})"
-                    )
-                elif value is not None and value == other:
-                    repeats.append((record["where"], first["where"]))
+            by_text.setdefault(record["text"], []).append(record)
+        for group in (g for g in by_text.values() if len(g) > 1):
+            first = group[0]
+            for target in dict.fromkeys(t for r in group for t in r["stances"]):
+                labelled = [r for r in group if r["stances"].get(target) is not None]
+                if len({r["stances"][target] for r in labelled}) > 1 and rule != "error":
+                    given_votes = [(r["lines"].get(target, r["where"]), r["stances"][target]) for r in labelled]
+                    for r in labelled:
+                        r["stances"][target] = _resolve(given_votes, rule)
+                    resolved.append((given_votes[0][0], target, len(given_votes)))
+                    continue
+                for record in group[1:]:
+                    value, other = record["stances"].get(target), first["stances"].get(target)
+                    if value is not None and other is not None and value != other:
+                        problems.append(
+                            f"{record['where']}: conflicting labels for the same sentence: target '{target}' is "
+                            f"{value!r} here but {other!r} at {_short(first['where'], record['where'])} "
+                            f"(id {first['id']!r}; data.duplicates=first|last|majority|drop resolves it)"
+                        )
+                    elif value is not None and value == other:
+                        repeats.append((record["where"], first["where"]))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(problems))
     if repeats and warnings is not None:
@@ -346,9 +369,24 @@ def _rows_from_frames(
             f"{where.split(': ', 1)[0]}: {len(repeats)} row(s) repeat a sentence with the same labels (first: "
             f"{where.split(': ', 1)[1]} repeats {_short(first, where)}); each sentence is used once"
         )
+    if resolved and warnings is not None:
+        warnings.append(
+            f"{len(resolved)} sentence/target pair(s) had conflicting labels over {sum(n for *_, n in resolved)} "
+            f"row(s), resolved by data.duplicates={rule} (first: target '{resolved[0][1]}' at {resolved[0][0]})"
+        )
     for record in records.values():
         record["doc_id"] = record["doc_id"] or record["id"]
     return list(records.values())
+
+
+def _resolve(votes: list[tuple[str, str]], rule: str) -> str | None:
+    """One polarity from a sentence's conflicting (where, polarity) rows; `drop` leaves the target unannotated."""
+    if rule == "drop":
+        return None
+    if rule in ("first", "last"):
+        return votes[0 if rule == "first" else -1][1]
+    counts = Counter(value for _, value in votes)  # majority; a tie goes to the polarity given first
+    return next(value for _, value in votes if counts[value] == max(counts.values()))
 
 
 def _short(where: str, here: str) -> str:
@@ -433,6 +471,8 @@ def load_file_data(cfg: Mapping) -> StanceData:
         raise DataConfigError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
     if layout not in LAYOUTS:
         raise DataConfigError(f"data.layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    if (cfg.get("duplicates") or "error") not in DUPLICATE_RULES:
+        raise DataConfigError(f"data.duplicates must be one of {list(DUPLICATE_RULES)}, got {cfg.get('duplicates')!r}")
     target_from = cfg.get("target_from", "column")
     if target_from not in TARGET_FROM:
         raise DataConfigError(f"data.target_from must be one of {list(TARGET_FROM)}, got {target_from!r}")

@@ -113,3 +113,28 @@ def test_annotations_config_loads_the_shipped_splits():
     data = load_data(cfg)
     assert set(data.splits) == {"train", "dev", "test"}
     assert "seed" in data.split("test")["source"]
+
+
+CONFLICTING = (
+    "text,target,stance\nنص مكرر,treaty,none\nنص آخر,treaty,favor\nنص مكرر,treaty,favor\nنص مكرر,treaty,favor\n"
+)
+
+
+@pytest.mark.parametrize(("rule", "expected"), [("majority", 0), ("first", 2), ("last", 0), ("drop", IGNORE_INDEX)])
+def test_data_duplicates_resolves_conflicting_labels_and_says_how_many(tmp_path, rule, expected):
+    """Mawqif gives one tweet three rows with conflicting labels: a rule other than `error` trains on it."""
+    path = tmp_path / "conflicts.csv"
+    path.write_text(CONFLICTING, encoding="utf-8")
+    data = load_data(file_data(f"data.train={path}", "data.dev_fraction=0", f"data.duplicates={rule}"))
+    assert data.split("train")["labels"][0] == [expected]
+    assert any(
+        f"1 sentence/target pair(s) had conflicting labels over 3 row(s), resolved by data.duplicates={rule}" in w
+        for w in data.warnings
+    )
+
+
+def test_conflicting_labels_stay_an_error_by_default(tmp_path):
+    path = tmp_path / "conflicts.csv"
+    path.write_text(CONFLICTING, encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 4: conflicting labels.*data\.duplicates=first\|last\|majority\|drop"):
+        load_data(file_data(f"data.train={path}", "data.dev_fraction=0"))
