@@ -298,22 +298,22 @@ def test_a_crash_mid_window_resumes_without_duplicates(tiny_model_dir, tmp_path,
     inputs = [GOOD, BAD]
     reference = tmp_path / "ref" / "OUT.jsonl"
     run_label(tiny_model_dir, inputs, reference, window_sentences=3)
-    real, calls = local._predict_window, []
+    real, calls = local._write_window, []
 
-    def crash_on_third_window(predictor, window, streams, labels):
+    def crash_on_third_window(window, probs, streams, labels):
         calls.append(1)
         if len(calls) == 3:
             streams.handles["records"].write(b'{"doc_id": "half a rec')
             streams.handles["records"].flush()
             raise KeyboardInterrupt
-        real(predictor, window, streams, labels)
+        real(window, probs, streams, labels)
 
     out = tmp_path / "run" / "OUT.jsonl"
-    monkeypatch.setattr(local, "_predict_window", crash_on_third_window)
+    monkeypatch.setattr(local, "_write_window", crash_on_third_window)
     with pytest.raises(KeyboardInterrupt):
         run_label(tiny_model_dir, inputs, out, window_sentences=3)
     assert (tmp_path / "run" / "OUT.partial" / "state.json").is_file() and not out.exists()
-    monkeypatch.setattr(local, "_predict_window", real)
+    monkeypatch.setattr(local, "_write_window", real)
     with pytest.raises(LabellingError, match="other settings"):  # a different command does not take it over
         run_label(tiny_model_dir, inputs, out, window_sentences=3, precision="int8")
     summary = run_label(tiny_model_dir, inputs, out, window_sentences=3)

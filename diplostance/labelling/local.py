@@ -239,10 +239,7 @@ class Writer:
             state.next_item = next_item
             return
         window, probs, next_item = args  # kind == "window": predicted; written, then checkpointed
-        for records, doc in window_records(window, probs, self.labels) if window else ():
-            for record in records:
-                streams.write("records", record)
-            streams.write("docs", doc)
+        _write_window(window, probs, streams, self.labels)
         sentences = sum(len(sentences) for _, sentences in window)
         state.counts.articles += len(window)
         state.counts.sentences += sentences
@@ -252,6 +249,14 @@ class Writer:
         self.bar.update(len(window))
         rate = self.done / max(time.perf_counter() - self.started, 1e-9)
         self.bar.set_postfix(sentences=state.counts.sentences, sent_per_s=f"{rate:.1f}")
+
+
+def _write_window(window: Window, probs, streams: PartialStreams, labels: LabelSpace) -> None:
+    """A predicted window's sentence records and article summaries, appended to the streams."""
+    for records, doc in window_records(window, probs, labels) if window else ():
+        for record in records:
+            streams.write("records", record)
+        streams.write("docs", doc)
 
 
 _ENCODE = None  # the predictor's encode, inherited by the forked preparing workers
