@@ -111,7 +111,7 @@ def learning_rate_over_100(root: Path) -> list[str]:
 
 def inference_normalises_differently(root: Path) -> list[str]:
     """A bug in the copy's predictor: inference folds alef, yaa and taa marbuta, training did not."""
-    path = root / "diplostance" / "predictor.py"
+    path = root / "diplostance" / "predictors" / "transformer.py"
     source = path.read_text(encoding="utf-8")
     loaded = "TextNormalization.load(model_dir)"
     if loaded not in source:

@@ -31,7 +31,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def export_onnx(args: argparse.Namespace) -> int:
     from diplostance.errors import reported_as_user_errors
-    from diplostance.onnx_backend import ONNX_CONFIG, export_onnx
+    from diplostance.predictors.onnx import ONNX_CONFIG, export_onnx
 
     with reported_as_user_errors():
         description = export_onnx(args.model_dir, args.out_dir, int8=args.int8, int8_scheme=args.int8_scheme)

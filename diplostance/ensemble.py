@@ -1,6 +1,7 @@
-"""An ensemble model kind: a weighted average of member models' probabilities.
+"""Fitting an ensemble model folder: weights and `none` offsets chosen on dev, the folder written.
 
-An ensemble folder is self-contained and loads like any other model folder:
+An ensemble folder is self-contained and loads like any other model folder (the ensemble kind,
+`diplostance.predictors.ensemble`, reads it):
 
     ensemble_config.json     {"model_type": "diplostance-ensemble", "members": [{"path": "transformer",
                               "weight": 0.5}, {"path": "tfidf", "weight": 0.5}], "none_offset": [...], ...}
@@ -24,16 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.baseline import apply_none_offset, choose_none_offsets
-from diplostance.errors import UserError
+from diplostance.evaluation import align_references
+from diplostance.predictors import load_predictor
+from diplostance.predictors.ensemble import ENSEMBLE_CONFIG, MODEL_TYPE, EnsembleFolderError, combine
 from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
 
-ENSEMBLE_CONFIG = "ensemble_config.json"
-MODEL_TYPE = "diplostance-ensemble"
-
-
-class EnsembleFolderError(UserError, ValueError):
-    """An ensemble folder whose config or members cannot be used."""
+__all__ = ["ENSEMBLE_CONFIG", "MODEL_TYPE", "EnsembleChoice", "EnsembleFolderError", "choose_ensemble", "combine"]
+__all__ += ["fit_ensemble", "save_ensemble"]
 
 
 @dataclass
@@ -42,11 +41,6 @@ class EnsembleChoice:
     none_offset: list[float]
     dev_macro_f_avg: float
     grid: dict  # weight of the first member -> dev macro_f_avg
-
-
-def combine(member_probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    total = float(sum(weights))
-    return sum(w * p.astype(np.float64) for w, p in zip(weights, member_probs, strict=True)) / total
 
 
 def choose_ensemble(
@@ -110,67 +104,8 @@ def save_ensemble(
     return out_dir
 
 
-def read_ensemble_config(model_dir: Path, check_members: bool = True) -> tuple[dict, LabelSpace]:
-    """The config and label space of an ensemble folder.
-
-    Member paths must stay inside the folder. With `check_members`, every member is also checked
-    as a model folder with the ensemble's labels; `EnsemblePredictor` skips that because loading
-    each member with `load_predictor` checks it anyway.
-    """
-    from diplostance.predictor import check_model_folder  # the predictor dispatches here: import late
-
-    path = model_dir / ENSEMBLE_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-        labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
-        members = config["members"]
-        if not members or any(float(m["weight"]) < 0 for m in members) or sum(m["weight"] for m in members) <= 0:
-            raise ValueError("members need non-negative weights that sum to more than 0")
-        if len(config.get("none_offset", [])) not in (0, len(labels.targets)):
-            raise ValueError(f"none_offset needs one value per target {list(labels.targets)}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EnsembleFolderError(f"{path}: not a usable ensemble config ({error})") from error
-    for member in members:
-        member_dir = (model_dir / member["path"]).resolve()
-        if model_dir.resolve() not in member_dir.parents:
-            raise EnsembleFolderError(f"{path}: member path {member['path']!r} leaves the ensemble folder")
-        if check_members:
-            _check_member_labels(member_dir, check_model_folder(member_dir)[1], labels)
-    return config, labels
-
-
-def _check_member_labels(member_dir: Path, member_labels: LabelSpace, labels: LabelSpace) -> None:
-    if member_labels != labels:
-        raise EnsembleFolderError(
-            f"{member_dir}: its labels {member_labels.id2label} differ from the ensemble's {labels.id2label}"
-        )
-
-
-class EnsemblePredictor:
-    """Weighted average of the members' probabilities, then the `none` offsets."""
-
-    def __init__(self, model_dir: str | Path, **options):
-        from diplostance.predictor import load_predictor
-
-        model_dir = Path(model_dir)
-        config, self.labels = read_ensemble_config(model_dir, check_members=False)
-        self.members = [load_predictor(model_dir / m["path"], **options) for m in config["members"]]
-        for member, predictor in zip(config["members"], self.members, strict=True):
-            _check_member_labels(model_dir / member["path"], predictor.labels, self.labels)
-        self.weights = [float(m["weight"]) for m in config["members"]]
-        self.none_offset = config.get("none_offset") or [0.0] * len(self.labels.targets)
-        self.normalization = self.members[0].normalization  # members normalise for themselves
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        probs = combine([m.predict_proba(texts) for m in self.members], self.weights)
-        return apply_none_offset(probs, self.labels.polarities, self.none_offset).astype(np.float32)
-
-
 def fit_ensemble(members: dict[str, str | Path], data, out_dir: str | Path) -> EnsembleChoice:
     """Choose the members' weights and `none` offsets on `data`'s dev split and save the ensemble folder."""
-    from diplostance.evaluation import align_references
-    from diplostance.predictor import load_predictor
-
     dev = data.split("dev")
     predictors = [load_predictor(path) for path in members.values()]
     labels = predictors[0].labels

@@ -19,7 +19,7 @@ import numpy as np
 
 from diplostance.data import DataError, StanceData
 from diplostance.outputs import FINISHED_MARKER
-from diplostance.predictor import load_predictor
+from diplostance.predictors import load_predictor
 from diplostance.reports import REAL_TEXT_SLICES, write_confusion_plots, write_report
 from diplostance.schema import IGNORE_INDEX, LabelSpace
 from diplostance.scoring import STANCE_METRIC_PATH, bootstrap_intervals

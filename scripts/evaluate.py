@@ -15,7 +15,7 @@ import diplostance.outputs  # noqa: F401  (registers the ${run_id:} resolver of 
 from diplostance.data import load_data
 from diplostance.errors import reported_as_user_errors, take_verbose_flag
 from diplostance.evaluation import evaluate_model
-from diplostance.predictor import check_model_folder
+from diplostance.predictors import check_model_folder
 from diplostance.reports import per_label_table
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diplostance.devices import DeviceError, cpu_supports_bf16, default_batch_size, resolve_device, trainer_precision
-from diplostance.predictor import load_predictor
+from diplostance.predictors import load_predictor
 from diplostance.training import _training_arguments
 from tests.conftest import ROOT, train_config
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diplostance.ensemble import ENSEMBLE_CONFIG, EnsembleFolderError, choose_ensemble, combine, save_ensemble
-from diplostance.predictor import check_model_folder, load_predictor
+from diplostance.predictors import check_model_folder, load_predictor
 from diplostance.schema import LabelSpace
 
 LABELS = LabelSpace(("treaty",), ("favor", "against", "none"))

@@ -15,7 +15,8 @@ from transformers import AutoModelForSequenceClassification
 
 from diplostance.cli import main as cli
 from diplostance.errors import UserError
-from diplostance.onnx_backend import (
+from diplostance.predictors import check_model_folder, load_predictor
+from diplostance.predictors.onnx import (
     ONNX_CONFIG,
     ONNX_FILES,
     OnnxPredictor,
@@ -24,7 +25,6 @@ from diplostance.onnx_backend import (
     usable_export,
     weights_hash,
 )
-from diplostance.predictor import check_model_folder, load_predictor
 from tests.conftest import ROOT
 
 
@@ -105,7 +105,8 @@ def test_export_onnx_command_reports_a_tfidf_folder_in_one_line(tfidf_model_dir,
         cli(["export-onnx", str(tfidf_model_dir)])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: {tfidf_model_dir}: ONNX export is for transformer models; a tfidf model needs none"
+        f"error: {tfidf_model_dir}: ONNX export is for transformer model folders (config.json); "
+        "tfidf and ensemble models need none"
     ]
 
 

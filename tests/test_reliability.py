@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from diplostance.annotations import load_corpus
 from diplostance.data import DataError, load_file_data
-from diplostance.predictor import ModelFolderError, check_model_folder
+from diplostance.predictors import ModelFolderError, check_model_folder
 from diplostance.regression import GateError, compare
 from diplostance.text import split_sentences
 from diplostance.training import TrainingError, train

@@ -38,7 +38,7 @@ from diplostance.labelling.options import (
     output_paths,
 )
 from diplostance.labelling.records import doc_summary, flat_columns, flatten, label_window, sentence_records
-from diplostance.predictor import check_model_folder
+from diplostance.predictors import check_model_folder
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from diplostance.devices import check_inference_precision, default_batch_size, resolve_device
 from diplostance.labelling.inputs import Source, input_facts
 from diplostance.labelling.options import LabelOptions
-from diplostance.predictor import ModelFolderError, check_backend, load_predictor
+from diplostance.predictors import ModelFolderError, check_backend, load_predictor
 
 
 def check_arithmetic(options: LabelOptions, kind: str, device: str | None = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from diplostance.errors import UserError
-from diplostance.predictor import PRECISIONS
+from diplostance.predictors import PRECISIONS
 
 FORMAT_SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
 ENGINES = ("local", "ray")
@@ -100,7 +100,7 @@ class LabelOptions:
     jsonl_id_field: str = "id"
     jsonl_text_field: str = "text"
     window_sentences: int = 512
-    backend: str = "torch"  # torch | onnx (diplostance.onnx_backend)
+    backend: str = "torch"  # torch | onnx (diplostance.predictors.onnx)
     engine: str = "local"
     device: str = "auto"
     precision: str = "fp32"

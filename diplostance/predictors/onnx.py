@@ -1,4 +1,4 @@
-"""ONNX Runtime backend for transformer model folders: export, optimise, quantise, predict.
+"""The ONNX Runtime backend of the transformer kind (`backend=onnx`): export, optimise, quantise, predict.
 
 `export_onnx(model_dir)` writes, beside the saved weights (or into `out_dir`):
 
@@ -29,10 +29,13 @@ import numpy as np
 
 from diplostance.errors import UserError
 from diplostance.modeling import encode_texts
-from diplostance.predictor import ONNX_PRECISIONS, WEIGHT_FILES, check_model_folder
+from diplostance.predictors import transformer
+from diplostance.predictors.folder import read_json
+from diplostance.predictors.transformer import WEIGHT_FILES
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization
 
+ONNX_PRECISIONS = ("fp32", "int8")
 ONNX_CONFIG = "onnx_config.json"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 OPSET = 17
@@ -196,8 +199,12 @@ def export_onnx(
     moved into place, `onnx_config.json` last, so a killed export leaves nothing half-written.
     """
     model_dir = Path(model_dir)
-    if check_model_folder(model_dir)[0] != "transformer":
-        raise OnnxBackendError(f"{model_dir}: ONNX export is for transformer models; a tfidf model needs none")
+    if not (model_dir / transformer.CONFIG_FILE).is_file():
+        raise OnnxBackendError(
+            f"{model_dir}: ONNX export is for transformer model folders ({transformer.CONFIG_FILE}); "
+            "tfidf and ensemble models need none"
+        )
+    transformer.check_folder(model_dir, read_json(model_dir / transformer.CONFIG_FILE))
     out_dir = Path(out_dir) if out_dir is not None else model_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     extensions = cpu_extensions()
@@ -283,6 +290,20 @@ def find_or_export(model_dir: Path, precision: str, cache_dir: str | Path | None
     return cached / ONNX_FILES[precision]
 
 
+def check_options(precision: str = "fp32", device: str | None = None, **options) -> None:
+    """Refuse, before any work, what ONNX Runtime does not run here: a precision other than fp32/int8, a GPU."""
+    if precision not in ONNX_PRECISIONS:
+        raise OnnxBackendError(
+            f"precision={precision} is not available with backend=onnx; use one of {list(ONNX_PRECISIONS)}"
+        )
+    if str(device or "cpu") not in ("cpu", "auto"):
+        raise OnnxBackendError(f"backend=onnx runs on the CPU (device={device}); use device=cpu")
+
+
+def load(model_dir: Path, config: dict, **options) -> OnnxPredictor:
+    return OnnxPredictor(model_dir, **options)
+
+
 @dataclass
 class OnnxPredictor:
     """ONNX Runtime predictor with TransformerPredictor's interface and sentence pipeline."""
@@ -300,12 +321,7 @@ class OnnxPredictor:
         import onnxruntime as ort
         from transformers import AutoConfig, AutoTokenizer
 
-        if str(self.device or "cpu") not in ("cpu", "auto"):
-            raise OnnxBackendError(f"backend=onnx runs on the CPU (device={self.device}); use device=cpu")
-        if self.precision not in ONNX_PRECISIONS:
-            raise OnnxBackendError(
-                f"precision={self.precision} is not available with backend=onnx; use one of {list(ONNX_PRECISIONS)}"
-            )
+        check_options(self.precision, self.device)
         self.model_dir = Path(self.model_dir)
         self.normalization = TextNormalization.load(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)

@@ -1,0 +1,96 @@
+"""The ensemble kind: a weighted average of member models' probabilities, then per-target `none` offsets.
+
+Folder (self-contained; written by `diplostance.ensemble.save_ensemble`):
+
+    ensemble_config.json     {"model_type": "diplostance-ensemble", "targets": [...], "polarities": [...],
+                              "members": [{"path": "transformer", "weight": 0.5}, {"path": "tfidf", "weight": 0.5}],
+                              "none_offset": [...], ...}
+    transformer/             a member model folder, copied in
+    tfidf/                   another member model folder
+
+A composite kind: `member_folders` names the members, and the registry checks and loads each
+one as a model folder in its own right (with the ensemble's backend and options) and hands the
+loaded members to `load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diplostance.baseline import apply_none_offset
+from diplostance.predictors.folder import ModelFolderError, inside
+from diplostance.schema import LabelSpace
+
+CONFIG_FILE = ENSEMBLE_CONFIG = "ensemble_config.json"
+MODEL_TYPE = "diplostance-ensemble"
+
+
+class EnsembleFolderError(ModelFolderError):
+    """An ensemble folder whose config or members cannot be used."""
+
+
+def combine(member_probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    total = float(sum(weights))
+    return sum(w * p.astype(np.float64) for w, p in zip(weights, member_probs, strict=True)) / total
+
+
+def read_config(model_dir: Path, config: dict) -> tuple[LabelSpace, list[Path], list[float], list[float]]:
+    """Labels, member folders, weights and `none` offsets of an ensemble config, each checked."""
+    path = model_dir / ENSEMBLE_CONFIG
+    try:
+        labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
+        members = config["members"]
+        if not members or any(float(m["weight"]) < 0 for m in members) or sum(m["weight"] for m in members) <= 0:
+            raise ValueError("members need non-negative weights that sum to more than 0")
+        weights = [float(m["weight"]) for m in members]
+        offsets = config.get("none_offset") or [0.0] * len(labels.targets)
+        if len(offsets) != len(labels.targets):
+            raise ValueError(f"none_offset needs one value per target {list(labels.targets)}")
+        names = [m["path"] for m in members]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise EnsembleFolderError(f"{path}: not a usable ensemble config ({error})") from error
+    folders = []
+    for name in names:
+        try:
+            folders.append(inside(model_dir, name, "member path"))
+        except ModelFolderError as error:
+            raise EnsembleFolderError(f"{path}: member path {name!r} leaves the ensemble folder") from error
+    return labels, folders, weights, [float(x) for x in offsets]
+
+
+def check_folder(model_dir: Path, config: dict) -> LabelSpace:
+    return read_config(model_dir, config)[0]
+
+
+def member_folders(model_dir: Path, config: dict) -> list[Path]:
+    return read_config(model_dir, config)[1]
+
+
+def check_member_labels(member_dir: Path, member_labels: LabelSpace, labels: LabelSpace) -> None:
+    if member_labels != labels:
+        raise EnsembleFolderError(
+            f"{member_dir}: its labels {member_labels.id2label} differ from the ensemble's {labels.id2label}"
+        )
+
+
+class EnsemblePredictor:
+    """Weighted average of the members' probabilities, then the `none` offsets."""
+
+    def __init__(self, labels: LabelSpace, members: Sequence, weights: Sequence[float], none_offset: Sequence[float]):
+        self.labels, self.members = labels, list(members)
+        self.weights, self.none_offset = list(weights), list(none_offset)
+        self.normalization = self.members[0].normalization  # members normalise for themselves
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        probs = combine([m.predict_proba(texts) for m in self.members], self.weights)
+        return apply_none_offset(probs, self.labels.polarities, self.none_offset).astype(np.float32)
+
+
+def load(model_dir: Path, config: dict, members: Sequence, **options) -> EnsemblePredictor:
+    labels, folders, weights, offsets = read_config(model_dir, config)
+    for folder, member in zip(folders, members, strict=True):
+        check_member_labels(folder, member.labels, labels)
+    return EnsemblePredictor(labels, members, weights, offsets)
