@@ -47,7 +47,7 @@ def write_articles(path: Path, n_sentences: int, seed: int = 0) -> int:
 def child(args: argparse.Namespace) -> None:
     """Label one input and print what it took, as JSON."""
     from diplostance.labelling import LabelOptions, label, load_labelling_predictor
-    from diplostance.predictor import check_model_folder
+    from diplostance.predictors import check_model_folder
 
     started = time.perf_counter()
     cfg = {"model_dir": str(args.model), "inputs": [str(args.input)], "output": {"path": str(args.output)}}

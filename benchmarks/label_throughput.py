@@ -45,8 +45,8 @@ import torch
 
 from diplostance.labelling import label
 from diplostance.modeling import train_wordpiece_tokenizer
-from diplostance.onnx_backend import cpu_extensions, export_onnx, usable_export, weights_hash
-from diplostance.predictor import load_predictor
+from diplostance.predictors import load_predictor
+from diplostance.predictors.onnx import cpu_extensions, export_onnx, usable_export, weights_hash
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization, normalize, split_sentences
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from diplostance.onnx_backend import (
+from diplostance.predictors import load_predictor
+from diplostance.predictors.onnx import (
     INT8_SCHEMES,
     ONNX_FILES,
     OnnxPredictor,
@@ -32,7 +33,6 @@ from diplostance.onnx_backend import (
     int8_scheme_for,
     quantize_int8,
 )
-from diplostance.predictor import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 FP32_TARGET, INT8_TARGET = 0.999, 0.98

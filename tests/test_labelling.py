@@ -31,7 +31,7 @@ from diplostance.labelling import (
     local,
     output_paths,
 )
-from diplostance.predictor import ModelFolderError
+from diplostance.predictors import ModelFolderError
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization, normalize
 from tests.conftest import ROOT, compose_config
@@ -205,7 +205,7 @@ def test_reduced_precision_runs_give_the_same_record_shape(tiny_model_dir, tmp_p
 
 
 def test_a_tfidf_model_folder_labels_the_same_inputs(tfidf_dir, tmp_path):
-    from diplostance.predictor import TfidfPredictor
+    from diplostance.predictors.tfidf import TfidfPredictor
 
     summary = run_label(tfidf_dir, [GOOD], tmp_path / "OUT.jsonl")
     records = read_jsonl(tmp_path / "OUT.jsonl")
