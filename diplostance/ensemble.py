@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,36 +35,102 @@ __all__ = ["ENSEMBLE_CONFIG", "MODEL_TYPE", "EnsembleChoice", "EnsembleFolderErr
 __all__ += ["fit_ensemble", "save_ensemble"]
 
 
+REALISTIC_SLICES = ("seed", "annotated", "news")  # dev slices that read like real news
+
+
 @dataclass
 class EnsembleChoice:
     weights: list[float]
     none_offset: list[float]
     dev_macro_f_avg: float
-    grid: dict  # weight of the first member -> dev macro_f_avg
+    grid: dict  # "w1/w2/..." -> dev macro_f_avg of that mixture (before the `none` offsets)
+    members: list[str] = field(default_factory=list)
+    selected_on: str = "dev"  # which dev sentences chose the weights: all of dev, or its realistic slices
+    dev_sentences: int = 0
+    noise: float = 0.0  # paired-bootstrap standard error of (best mixture's score - the kept one's)
+
+
+def weight_grid(n_members: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every mixture of n members whose weights are multiples of `step` and sum to 1."""
+    units = round(1 / step)
+
+    def compositions(n: int, total: int):
+        if n == 1:
+            yield (total,)
+            return
+        for first in range(total, -1, -1):
+            for rest in compositions(n - 1, total - first):
+                yield (first, *rest)
+
+    return [tuple(round(u * step, 10) for u in c) for c in compositions(n_members, units)]
+
+
+def _key(weights: Sequence[float]) -> str:
+    return "/".join(f"{w:g}" for w in weights)
+
+
+def _macro(probs: np.ndarray, rows: np.ndarray, labels: LabelSpace) -> float:
+    return float(stance_scores(probs.argmax(-1), rows, labels.targets, labels.polarities)["macro_f_avg"])
+
+
+def within_noise(
+    candidates: dict[tuple, np.ndarray], best: tuple, rows: np.ndarray, labels: LabelSpace, resamples: int = 100
+) -> dict[tuple, float]:
+    """Each candidate's paired-bootstrap standard error of (best's macro_f_avg - its own), over sentences.
+
+    The same resamples score every candidate, so the difference's noise is what dev can tell apart."""
+    rng = np.random.default_rng(0)
+    draws = [rng.integers(0, len(rows), len(rows)) for _ in range(resamples)]
+
+    def score(preds, idx):
+        return stance_scores(preds[idx], rows[idx], labels.targets, labels.polarities)["macro_f_avg"]
+
+    best_scores = np.array([score(candidates[best], idx) for idx in draws])
+    return {
+        weights: float(np.std(best_scores - np.array([score(preds, idx) for idx in draws])))
+        for weights, preds in candidates.items()
+    }
 
 
 def choose_ensemble(
     member_probs: Sequence[np.ndarray],
     dev_rows: np.ndarray,
     labels: LabelSpace,
-    weight_grid: Sequence[float] = tuple(i / 10 for i in range(11)),
+    step: float = 0.1,
     none_offset_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+    prefer_even_within_noise: bool = True,
 ) -> EnsembleChoice:
-    """Weights for two members (w, 1 - w) and per-target `none` offsets, chosen on dev macro_f_avg."""
-    if len(member_probs) != 2:
-        raise ValueError("choose_ensemble searches weights for exactly two members")
-    grid = {}
-    for w in weight_grid:
-        preds = combine(member_probs, (w, 1 - w)).argmax(-1)
-        grid[float(w)] = round(stance_scores(preds, dev_rows, labels.targets, labels.polarities)["macro_f_avg"], 4)
-    best = max(grid.values())
-    # ties: the most even mixture, which is the least tuned to dev
-    w = min((w for w, s in grid.items() if s == best), key=lambda w: abs(w - 0.5))
-    probs = combine(member_probs, (w, 1 - w))
+    """Members' weights (a grid on the simplex) and per-target `none` offsets, chosen on dev macro_f_avg.
+
+    Dev is small and mostly composed, so its best mixture is partly its noise: with
+    `prefer_even_within_noise`, every mixture whose score is below the best by less than the paired-bootstrap
+    standard error of that difference counts as as good, and the most even of them is kept (members of different kinds err differently; weights
+    fitted to dev noise are what transfers worst to real text). Ties always go to the most even mixture.
+    """
+    n = len(member_probs)
+    if n < 2:
+        raise ValueError("an ensemble needs at least two members")
+    grid = {
+        weights: round(_macro(combine(member_probs, weights), dev_rows, labels), 4) for weights in weight_grid(n, step)
+    }
+    best_weights = max(grid, key=lambda w: (grid[w], -_unevenness(w)))
+    noise = {w: 0.0 for w in grid}
+    if prefer_even_within_noise:
+        predictions = {w: combine(member_probs, w).argmax(-1) for w in grid}
+        noise = within_noise(predictions, best_weights, dev_rows, labels)
+    near = [w for w, score in grid.items() if score >= grid[best_weights] - noise[w]]
+    weights = min(near, key=lambda w: (_unevenness(w), -grid[w]))
+    probs = combine(member_probs, weights)
     offsets, _ = choose_none_offsets(probs, dev_rows, labels, none_offset_grid)
-    preds = apply_none_offset(probs, labels.polarities, offsets).argmax(-1)
-    score = stance_scores(preds, dev_rows, labels.targets, labels.polarities)["macro_f_avg"]
-    return EnsembleChoice([w, 1 - w], offsets, round(float(score), 4), grid)
+    score = _macro(apply_none_offset(probs, labels.polarities, offsets), dev_rows, labels)
+    return EnsembleChoice(
+        list(weights), offsets, round(score, 4), {_key(w): s for w, s in grid.items()},
+        dev_sentences=len(dev_rows), noise=round(noise[weights], 4),
+    )  # fmt: skip
+
+
+def _unevenness(weights: Sequence[float]) -> float:
+    return float(np.sum((np.asarray(weights) - 1 / len(weights)) ** 2))
 
 
 def _copy_folder(source: Path, destination: Path) -> None:
@@ -96,7 +162,10 @@ def save_ensemble(
         "members": [{"path": name, "weight": w} for name, w in zip(members, choice.weights, strict=True)],
         "none_offset": choice.none_offset,
         "dev_macro_f_avg": choice.dev_macro_f_avg,
-        "dev_macro_f_avg_by_first_weight": {str(k): v for k, v in choice.grid.items()},
+        "dev_macro_f_avg_by_weights": {str(k): v for k, v in choice.grid.items()},
+        "selected_on": choice.selected_on,
+        "dev_sentences": choice.dev_sentences,
+        "dev_noise": choice.noise,
     }
     tmp = out_dir / (ENSEMBLE_CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -104,12 +173,40 @@ def save_ensemble(
     return out_dir
 
 
-def fit_ensemble(members: dict[str, str | Path], data, out_dir: str | Path) -> EnsembleChoice:
-    """Choose the members' weights and `none` offsets on `data`'s dev split and save the ensemble folder."""
+def realistic_rows(slices: Sequence[str], min_sentences: int) -> np.ndarray | None:
+    """Indices of dev's realistic sentences (news register, annotated, seed) when there are enough."""
+    idx = np.flatnonzero(np.isin(np.asarray(slices), REALISTIC_SLICES))
+    return idx if len(idx) >= min_sentences else None
+
+
+def fit_ensemble(
+    members: dict[str, str | Path],
+    data,
+    out_dir: str | Path,
+    select_on: str = "realistic",
+    min_sentences: int = 100,
+    step: float = 0.1,
+    prefer_even_within_noise: bool = True,
+) -> EnsembleChoice:
+    """Choose the members' weights and `none` offsets on dev and save the ensemble folder.
+
+    `select_on=realistic` chooses on dev's news-register, annotated and seed sentences when there are
+    at least `min_sentences` of them (they read like the real news the model is used on; the composed
+    rest favours members that fit composed wording), on all of dev otherwise; `select_on=all` uses all."""
+    if select_on not in ("realistic", "all"):
+        raise ValueError(f"ensemble_selection.select_on must be 'realistic' or 'all', got {select_on!r}")
     dev = data.split("dev")
     predictors = [load_predictor(path) for path in members.values()]
     labels = predictors[0].labels
     rows = align_references(dev, data.labels, labels)
-    choice = choose_ensemble([p.predict_proba(dev["text"]) for p in predictors], rows, labels)
+    probs = [p.predict_proba(dev["text"]) for p in predictors]
+    subset = None
+    if select_on == "realistic" and "slice" in dev.column_names:
+        subset = realistic_rows(dev["slice"], min_sentences)
+    if subset is not None:
+        probs, rows = [p[subset] for p in probs], rows[subset]
+    choice = choose_ensemble(probs, rows, labels, step=step, prefer_even_within_noise=prefer_even_within_noise)
+    choice.members = list(members)
+    choice.selected_on = "dev (" + "/".join(REALISTIC_SLICES) + " slices)" if subset is not None else "dev (all)"
     save_ensemble(out_dir, members, choice, labels)
     return choice

@@ -130,6 +130,7 @@ def write_outputs(
     refs: np.ndarray,
     model_labels: LabelSpace,
     baseline: dict | None = None,
+    companions: dict[str, dict] | None = None,
 ) -> None:
     """metrics.json, predictions.jsonl, confusion PNGs and report.md into out_dir.
 
@@ -144,7 +145,9 @@ def write_outputs(
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         plots = write_confusion_plots(staging, metrics, model_labels.polarities)
-        write_report(staging / "report.md", title, metrics, records, plots, model_labels.polarities, baseline)
+        write_report(
+            staging / "report.md", title, metrics, records, plots, model_labels.polarities, baseline, companions
+        )
         (staging / FINISHED_MARKER).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         for name in sorted(os.listdir(staging), key=lambda n: n == FINISHED_MARKER):
             os.replace(staging / name, out_dir / name)
@@ -166,8 +169,13 @@ def evaluate_model(
     n_resamples: int = 1000,
     seed: int = 0,
     baseline: dict | None = None,
+    ensemble: dict | None = None,
+    embedder: dict | None = None,
 ) -> dict:
-    """Load a saved model, predict a split, score it and write every output."""
+    """Load a saved model, predict a split, score it and write every output.
+
+    `baseline`, `ensemble` and `embedder` are the metrics of the models trained beside this one:
+    report.md shows them side by side and, when there is an ensemble, leads with it."""
     predictor = load_predictor(model_dir, **(predictor_options or {}))
     dataset = data.split(split)
     probs = predictor.predict_proba(dataset["text"])
@@ -176,5 +184,6 @@ def evaluate_model(
     metrics = score_dataset(probs, refs, slices, predictor.labels, n_resamples, seed)
     metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.description
     metrics["warnings"] = list(data.warnings)  # suspicious but legal input, repeated in report.md
-    write_outputs(out_dir, title, metrics, dataset, probs, refs, predictor.labels, baseline)
+    companions = {name: m for name, m in (("ensemble", ensemble), ("embedding classifier", embedder)) if m}
+    write_outputs(out_dir, title, metrics, dataset, probs, refs, predictor.labels, baseline, companions)
     return metrics

@@ -86,6 +86,12 @@ def _confusion_markdown(matrix, polarities) -> str:
     return "\n".join(lines)
 
 
+def _members(ensemble: dict) -> str:
+    weights = (ensemble.get("choice") or {}).get("weights") or []
+    names = (ensemble.get("choice") or {}).get("members") or []
+    return ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights, strict=False)) or "see ensemble/"
+
+
 def write_report(
     path: Path,
     title: str,
@@ -94,7 +100,11 @@ def write_report(
     plots: list[str],
     polarities,
     baseline: dict | None = None,
+    companions: dict[str, dict] | None = None,
 ) -> None:
+    """The run's report; `companions` (name -> metrics: the ensemble, the embedding classifier) are
+    compared beside this model, and an `ensemble` among them is the headline: it is what to use."""
+    companions = companions or {}
     slices = metrics.get("slices", {})
     real = [name for name in REAL_TEXT_SLICES if name in slices]
     parts = [
@@ -114,11 +124,29 @@ def write_report(
             "Judge the model on real articles (seed or annotated slices) before trusting these figures.",
             "",
         ]
+    if "ensemble" in companions:
+        ensemble = companions["ensemble"]
+        parts += [
+            f"**Headline model: the ensemble** (`ensemble/model`, members {_members(ensemble)}): macro_f_avg "
+            f"{_fmt(ensemble['macro_f_avg'])} on all test sentences"
+            + "".join(
+                f", {_fmt(ensemble['slices'][name]['macro_f_avg'])} on the {name} slice"
+                for name in real
+                if name in ensemble.get("slices", {})
+            )
+            + ". The other rows are its members, trained in this run.",
+            "",
+        ]
     compared = {}
     for name in real:  # real and realistic text first: that is what the model is used on
+        for label, other in companions.items():
+            if name in other.get("slices", {}):
+                compared[f"{label} ({name} slice)"] = other["slices"][name]
         compared[f"this model ({name} slice)"] = slices[name]
         if baseline and name in baseline.get("slices", {}):
             compared[f"tfidf baseline ({name} slice)"] = baseline["slices"][name]
+    for label, other in companions.items():
+        compared[f"{label} (all)"] = other
     compared["this model (all)"] = metrics
     if baseline:
         compared["tfidf baseline (all)"] = baseline

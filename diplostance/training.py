@@ -31,6 +31,7 @@ from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
 from diplostance.devices import trainer_feeding, trainer_precision
 from diplostance.distributed import is_main_process
+from diplostance.embedding import fit_embedding_model
 from diplostance.ensemble import fit_ensemble
 from diplostance.errors import BadDataError, UserError
 from diplostance.evaluation import evaluate_model
@@ -43,6 +44,7 @@ from diplostance.modeling import (
     pretrain_masked_lm,
 )
 from diplostance.outputs import atomic_directory, atomic_write_text
+from diplostance.pretrained import restrict_vocabulary
 from diplostance.reports import per_label_table, summary_table
 from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
@@ -169,8 +171,14 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
             pretraining = pretrain_masked_lm(model, tokenizer, texts, m.mlm, cfg.seed, run_dir / "mlm", use_cpu)
     elif m.kind == "pretrained":
         tokenizer, model = load_pretrained(m.name_or_path, data.labels, m.get("revision"), m.trust_remote_code)
+        if m.get("restrict_vocabulary"):  # lossless for text in the training text's Unicode pages
+            texts = [normalize(x, normalization) for x in data.splits["train"]["text"]]
+            model, tokenizer = restrict_vocabulary(model, tokenizer, texts)
+        if m.get("freeze_embeddings"):
+            for parameter in model.get_input_embeddings().parameters():
+                parameter.requires_grad_(False)
     else:
-        raise ConfigError(f"model.kind must be 'tiny', 'pretrained' or 'tfidf', got {m.kind!r}")
+        raise ConfigError(f"model.kind must be 'tiny', 'pretrained', 'tfidf' or 'embedding', got {m.kind!r}")
     encoded = _tokenize(data, tokenizer, normalization, t.max_length)
     weights = class_weights_from_labels(data.splits["train"]["labels"], data.labels) if t.class_weights else None
     trainer = Trainer(
@@ -230,6 +238,29 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     }
 
 
+CLASSICAL_KINDS = ("tfidf", "embedding")  # fitted without the Trainer, on rank 0 alone
+
+
+def member_name(kind: str) -> str:
+    """A member's folder name inside an ensemble: its kind, `transformer` for tiny and pretrained."""
+    return kind if kind in CLASSICAL_KINDS else "transformer"
+
+
+def ensemble_options(cfg: DictConfig) -> dict:
+    options = cfg.get("ensemble_selection") or {}
+    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+
+
+def train_classical(model_cfg: DictConfig, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
+    """A tfidf or embedding model (`model_cfg.kind`), fitted and saved to model_dir."""
+    if model_cfg.kind == "tfidf":
+        return train_tfidf(model_cfg.tfidf, data, normalization, model_dir)
+    if model_cfg.kind == "embedding":
+        options = OmegaConf.to_container(model_cfg.embedding, resolve=True)
+        return fit_embedding_model(options, data, normalization, model_dir)
+    raise ConfigError(f"model.kind must be 'tfidf' or 'embedding' here, got {model_cfg.kind!r}")
+
+
 def resolve_num_threads(setting) -> int:
     """training.num_threads: a number as given; null (or `auto`): OMP_NUM_THREADS when set (torchrun sets
     it), else min(4, cores, cores minus the 1-minute load average, at least 1). Threads beyond the free
@@ -278,7 +309,7 @@ def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dic
     card = [
         "---",
         "language: ar",
-        "library_name: transformers" if cfg.model.kind != "tfidf" else "library_name: diplostance",
+        "library_name: transformers" if cfg.model.kind not in CLASSICAL_KINDS else "library_name: diplostance",
         "pipeline_tag: text-classification",
         "tags: [stance-detection, arabic, cyber-diplomacy, diplostance]",
         "---",
@@ -314,7 +345,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     Under torchrun / accelerate launch every rank trains (DDP) and rank 0 alone writes, evaluates
     and returns the metrics; the other ranks return None."""
     started = time.perf_counter()
-    if cfg.model.kind != "tfidf":  # an impossible precision stops before any work
+    if cfg.model.kind not in CLASSICAL_KINDS:  # an impossible precision stops before any work
         trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
     set_seed(cfg.seed)
     threads = resolve_num_threads(cfg.training.num_threads)
@@ -331,43 +362,48 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     data = load_data(cfg.data)
     normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
     model_dir = run_dir / MODEL_SUBDIR
-    if cfg.model.kind == "tfidf":
-        if not is_main_process():  # nothing to distribute: rank 0 alone fits the tfidf model
+    if cfg.model.kind in CLASSICAL_KINDS:
+        if not is_main_process():  # nothing to distribute: rank 0 alone fits a tfidf or embedding model
             return None
-        facts = train_tfidf(cfg.model.tfidf, data, normalization, model_dir)
+        facts = train_classical(cfg.model, data, normalization, model_dir)
     else:
         facts = train_transformer(cfg, data, normalization, run_dir)
         if not is_main_process():  # the baseline, the evaluation and the reports: rank 0 only
             return None
 
+    def evaluate_member(folder: Path, title: str) -> dict:
+        return evaluate_model(
+            folder / MODEL_SUBDIR,
+            data,
+            cfg.eval_split,
+            folder,
+            title,
+            n_resamples=cfg.bootstrap_resamples,
+            seed=cfg.seed,
+        )
+
+    # The main model and the members trained beside it: the tfidf baseline, and the frozen-encoder
+    # embedding classifier (`embedder`), each a model folder the ensemble combines.
+    members = {member_name(cfg.model.kind): model_dir}
     baseline = None
     if cfg.compare_baseline and cfg.model.kind != "tfidf":
         baseline_dir = run_dir / "baseline"
-        train_tfidf(cfg.baseline.tfidf, data, normalization, baseline_dir / MODEL_SUBDIR)
-        baseline = evaluate_model(
-            baseline_dir / MODEL_SUBDIR,
-            data,
-            cfg.eval_split,
-            baseline_dir,
-            "tfidf baseline",
-            n_resamples=cfg.bootstrap_resamples,
-            seed=cfg.seed,
-        )
+        train_classical(cfg.baseline, data, normalization, baseline_dir / MODEL_SUBDIR)
+        baseline = evaluate_member(baseline_dir, "tfidf baseline")
+        members["tfidf"] = baseline_dir / MODEL_SUBDIR
+    embedder = None
+    if cfg.get("embedder") and cfg.model.kind != "embedding":
+        embedder_dir = run_dir / "embedder"
+        embedder_facts = train_classical(cfg.embedder, data, normalization, embedder_dir / MODEL_SUBDIR)
+        embedder = evaluate_member(embedder_dir, f"embedding classifier: {cfg.embedder.name}")
+        embedder["training"] = embedder_facts
+        members["embedding"] = embedder_dir / MODEL_SUBDIR
     ensemble = None
-    if baseline and cfg.get("ensemble", False):
-        # transformer + tfidf, weights and `none` offsets chosen on dev: a model folder like any other
+    if len(members) > 1 and cfg.get("ensemble", False):
+        # weights and `none` offsets chosen on dev (its realistic slices when large enough): a model folder
         ensemble_dir = run_dir / "ensemble"
-        members = {"transformer": model_dir, "tfidf": run_dir / "baseline" / MODEL_SUBDIR}
-        choice = fit_ensemble(members, data, ensemble_dir / MODEL_SUBDIR)
-        ensemble = evaluate_model(
-            ensemble_dir / MODEL_SUBDIR,
-            data,
-            cfg.eval_split,
-            ensemble_dir,
-            f"ensemble: {cfg.model.name} + tfidf",
-            n_resamples=cfg.bootstrap_resamples,
-            seed=cfg.seed,
-        )
+        choice = fit_ensemble(members, data, ensemble_dir / MODEL_SUBDIR, **ensemble_options(cfg))
+        ensemble = evaluate_member(ensemble_dir, "ensemble: " + " + ".join(members))
         ensemble["choice"] = vars(choice)
 
     metrics = evaluate_model(
@@ -379,19 +415,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
         n_resamples=cfg.bootstrap_resamples,
         seed=cfg.seed,
         baseline=baseline,
+        ensemble=ensemble,
+        embedder=embedder,
     )
     metrics["training"] = {**facts, "num_threads": threads, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
+    keys = ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices")
     if baseline:
-        metrics["baseline"] = {
-            k: baseline[k] for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices") if k in baseline
-        }
+        metrics["baseline"] = {k: baseline[k] for k in keys if k in baseline}
+    if embedder:
+        metrics["embedder"] = {k: embedder[k] for k in (*keys, "training") if k in embedder}
     if ensemble:
-        metrics["ensemble"] = {
-            k: ensemble[k]
-            for k in ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices", "choice")
-            if k in ensemble
-        }
+        metrics["ensemble"] = {k: ensemble[k] for k in (*keys, "choice") if k in ensemble}
+    metrics["headline"] = "ensemble" if ensemble else "model"  # the model report.md leads with
     _model_card(model_dir, cfg, data, metrics)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: marks a finished run
     return metrics

