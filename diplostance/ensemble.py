@@ -103,9 +103,10 @@ def choose_ensemble(
     """Members' weights (a grid on the simplex) and per-target `none` offsets, chosen on dev macro_f_avg.
 
     Dev is small and mostly composed, so its best mixture is partly its noise: with
-    `prefer_even_within_noise`, every mixture whose score is below the best by less than the paired-bootstrap
-    standard error of that difference counts as as good, and the most even of them is kept (members of different kinds err differently; weights
-    fitted to dev noise are what transfers worst to real text). Ties always go to the most even mixture.
+    `prefer_even_within_noise`, every mixture whose score is below the best by less than the
+    paired-bootstrap standard error of that difference counts as as good, and the most even of
+    them is kept (members of different kinds err differently; weights fitted to dev noise are
+    what transfers worst to real text). Ties always go to the most even mixture.
     """
     n = len(member_probs)
     if n < 2:
