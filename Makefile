@@ -43,11 +43,13 @@ labelstudio: labelstudio-env  ## start Label Studio on http://localhost:$(LS_POR
 train: install  ## the main job: tiny model on the shipped corpus
 	$(BIN)/python scripts/train.py
 
+PYTEST_ARGS ?=  # e.g. make test PYTEST_ARGS="--durations=25" (as .ci/run does)
+
 test: install labelstudio-env  ## the whole test suite (with a real Label Studio server)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install  ## everything but the slow end-to-end tests and the Ray runtime tests
-	$(BIN)/python -m pytest -m "not slow and not ray and not labelstudio"
+	$(BIN)/python -m pytest -m "not slow and not ray and not labelstudio" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
