@@ -17,6 +17,13 @@ is committed, and marks the output as finished. Output folder (a local path or a
     OUT/committed/<part>.json           the commit markers
     OUT/run.json                        the settings a rerun must share (model, precision, inputs)
     OUT/manifest.json                   written last
+
+Before any work the folder must be new, empty, or hold only these names (anything else is refused:
+a foreign file there would be read with the records), and the Ray runtime must have the CPUs and GPUs
+the actor pool asks for (a pool it cannot place would wait forever). A rerun trusts a commit marker
+only when the part's three files are there with the sizes and row counts the marker records. Local
+inputs are read, and named in records, by their absolute path (Ray's workers need not share the driver's
+folder), and a part is named after its input's resolved path: `in/a.jsonl` and `/abs/in/a.jsonl` are one.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +63,9 @@ PART_FORMATS = {"parquet": ".parquet", "jsonl": ".jsonl"}
 # actors on every core, read tasks that asked for CPU would never start): no CPU asked, a few at a time.
 READ_TASKS = 4
 MANIFEST, RUN_FILE = "manifest.json", "run.json"
+PART_FOLDERS = ("records", "docs", "errors", "committed")
+OWN_NAMES = {*PART_FOLDERS, "_tmp", MANIFEST, RUN_FILE}
+PART_NAME = re.compile(r"[\w.-]{1,40}-[0-9a-f]{12}-\d{5}")
 
 
 # ---------------------------------------------------------------------------- the output folder
@@ -115,18 +125,113 @@ class PartStore:
             data = buffer.getvalue()
         else:
             data = _jsonl(records)
-        self.write(f"records/{part}{PART_FORMATS[fmt]}", data)
-        self.write(f"docs/{part}.jsonl", _jsonl(docs))
-        self.write(f"errors/{part}.jsonl", _jsonl(errors))
+        files = {"records": data, "docs": _jsonl(docs), "errors": _jsonl(errors)}
+        for what, content in files.items():
+            self.write(part_file(what, part, fmt), content)
+        meta = {**meta, "bytes": {what: len(content) for what, content in files.items()}}
         self.write(f"committed/{part}.json", json.dumps(meta).encode("utf-8"))
+
+    def entries(self, *names: str) -> list:
+        """The FileInfo of each entry directly in a folder of the output (none when it is not there)."""
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(pafs.FileSelector(self.path(*names), allow_not_found=True))
+
+    def foreign(self) -> str | None:
+        """The first entry that this engine does not write (None when the folder is new, empty or all ours)."""
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path())
+        if info.type == pafs.FileType.NotFound:
+            return None
+        if info.type != pafs.FileType.Directory:
+            return "(it is a file)"
+        for entry in self.entries():
+            name = Path(entry.path).name
+            if name not in OWN_NAMES:
+                return name
+            is_folder = entry.type == pafs.FileType.Directory
+            if is_folder != (name in PART_FOLDERS or name == "_tmp"):
+                return name
+            if name not in PART_FOLDERS:
+                continue
+            suffixes = (
+                {".json"} if name == "committed" else {*PART_FORMATS.values()} if name == "records" else {".jsonl"}
+            )
+            for inner in self.entries(name):
+                stem, suffix = os.path.splitext(Path(inner.path).name)
+                if inner.type != pafs.FileType.File or suffix not in suffixes or not PART_NAME.fullmatch(stem):
+                    return f"{name}/{Path(inner.path).name}"
+        return None
+
+    def verified_markers(self, fmt: str) -> dict[str, dict]:
+        """The commit markers whose part files are all there, with the sizes and row counts they record.
+        A marker that fails is removed (its part is labelled again) and the reason logged."""
+        sizes = {f"{folder}/{Path(e.path).name}": e.size for folder in PART_FOLDERS[:3] for e in self.entries(folder)}
+        good = {}
+        for part, meta in self.markers().items():
+            problem = self._part_problem(part, meta, fmt, sizes)
+            if problem:
+                log.warning("part %s is labelled again: %s", part, problem)
+                self.fs.delete_file(self.path("committed", f"{part}.json"))
+            else:
+                good[part] = meta
+        return good
+
+    def _part_problem(self, part: str, meta: dict, fmt: str, sizes: dict[str, int]) -> str:
+        rows = {"records": meta.get("sentences"), "docs": meta.get("articles"), "errors": meta.get("failed")}
+        for what, expected_rows in rows.items():
+            name = part_file(what, part, fmt)
+            if name not in sizes:
+                return f"{name} is missing"
+            expected_bytes = (meta.get("bytes") or {}).get(what)
+            if expected_bytes is not None and sizes[name] != expected_bytes:
+                return f"{name} has {sizes[name]} bytes, its commit marker says {expected_bytes}"
+            found = self.count_rows(name)
+            if found != expected_rows:
+                return f"{name} holds {found} rows, its commit marker says {expected_rows}"
+        return ""
+
+    def count_rows(self, name: str) -> int | None:
+        try:
+            if name.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                return pq.read_metadata(self.path(name), filesystem=self.fs).num_rows
+            with self.fs.open_input_stream(self.path(name)) as handle:
+                data = handle.read()
+            return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        except (OSError, ValueError):  # unreadable: not a part this run can trust
+            return None
+
+    def remove_parts_except(self, parts: Sequence[str], fmt: str) -> list[str]:
+        """Delete the part files and markers of parts not in `parts` (this format): left by older runs of
+        the same inputs (another format, an input spelt otherwise), they would be read with the records."""
+        keep = {part_file(what, p, fmt) for p in parts for what in ("records", "docs", "errors")}
+        keep |= {f"committed/{p}.json" for p in parts}
+        removed = []
+        for folder in PART_FOLDERS:
+            for entry in self.entries(folder):
+                name = f"{folder}/{Path(entry.path).name}"
+                if name not in keep:
+                    self.fs.delete_file(entry.path)
+                    removed.append(name)
+        return removed
 
 
 def _jsonl(rows) -> bytes:
     return b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
 
 
+def part_file(what: str, part: str, fmt: str) -> str:
+    """records/<part>.parquet|.jsonl, docs/<part>.jsonl or errors/<part>.jsonl."""
+    return f"records/{part}{PART_FORMATS[fmt]}" if what == "records" else f"{what}/{part}.jsonl"
+
+
 def part_prefix(path: str) -> str:
-    """A part name derived from the input: readable stem and a hash of the full path (stems repeat)."""
+    """A part name derived from the input: readable stem and a hash of the full resolved path (stems repeat;
+    `in/a.jsonl` and `/abs/in/a.jsonl` are one input, so one part)."""
+    path = path if is_uri(path) else str(Path(path).resolve())
     stem = re.sub(r"[^\w.-]", "_", Path(path).stem)[:40] or "input"
     return f"{stem}-{hashlib.sha256(path.encode('utf-8')).hexdigest()[:12]}"
 
@@ -219,54 +324,108 @@ def _connect(options: LabelOptions) -> bool:
     return True
 
 
-def _prepare(store: PartStore, options: LabelOptions, fingerprint: dict) -> bool:
-    """Apply the rules on existing output; True when committed parts of an interrupted run are kept."""
+def _check_resources(options: LabelOptions) -> None:
+    """Refuse an actor pool the runtime cannot place: Ray would wait for the missing CPUs or GPUs forever."""
+    import ray
+
+    have = ray.cluster_resources()
+    r = options.ray
+    where = f"the Ray cluster at {r.address}" if r.address else "the local Ray runtime"
+    for resource, per_actor in (("GPU", r.num_gpus_per_actor), ("CPU", r.num_cpus_per_actor)):
+        need, available = per_actor * r.concurrency, have.get(resource, 0.0)
+        if need > available:
+            raise LabellingError(
+                f"ray.concurrency={r.concurrency} actors x ray.num_{resource.lower()}s_per_actor={per_actor:g} need "
+                f"{need:g} {resource}(s), and {where} has {available:g}: lower them, or join a cluster that has them"
+            )
+
+
+def _existing_output(store: PartStore, options: LabelOptions, fingerprint: dict) -> str:
+    """The rules on what the output folder already holds, applied before anything is written or started:
+    'new' (nothing of ours there), 'resume' (an interrupted run of this command) or 'clear'."""
+    foreign = store.foreign()
+    if foreign:
+        raise LabellingError(
+            f"output folder {store.folder} holds {foreign!r}, which the Ray engine does not write: choose a new "
+            "or empty folder (overwrite=true replaces a Ray-engine output, never other files)"
+        )
     if store.exists(MANIFEST):
         if not options.overwrite:
             raise OutputExistsError(f"{store.folder} holds a finished run ({MANIFEST}); pass overwrite=true to replace")
+        return "clear"
+    try:
+        previous = store.read_json(RUN_FILE) if store.exists(RUN_FILE) else None
+    except (OSError, ValueError):
+        previous = {}  # unreadable: settings unknown
+    if previous is None and not any(store.entries(folder) for folder in PART_FOLDERS):
+        return "new"
+    if previous != fingerprint and options.resume and not options.overwrite:
+        changed = sorted(k for k in fingerprint if (previous or {}).get(k) != fingerprint[k])
+        what = (
+            f"other settings (changed: {', '.join(changed)})"
+            if previous
+            else f"unknown settings (no readable {RUN_FILE})"
+        )
+        raise LabellingError(
+            f"{store.folder} holds an interrupted run with {what}; rerun that command to finish it, or pass "
+            "overwrite=true (or resume=false) to discard it"
+        )
+    if previous != fingerprint or not options.resume or options.overwrite:
+        return "clear"
+    return "resume"
+
+
+def _prepare(store: PartStore, action: str, fingerprint: dict) -> bool:
+    """Clear or keep the folder as decided; True when committed parts of an interrupted run are kept."""
+    if action == "clear":
         store.clear()
-    elif store.exists(RUN_FILE):
-        previous = store.read_json(RUN_FILE)
-        if previous != fingerprint and options.resume and not options.overwrite:
-            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-            raise LabellingError(
-                f"{store.folder} holds an interrupted run with other settings (changed: {', '.join(changed)}); rerun "
-                "that command to finish it, or pass overwrite=true (or resume=false) to discard it"
-            )
-        if previous != fingerprint or not options.resume or options.overwrite:
-            store.clear()
-    resumed = store.exists(RUN_FILE)
     if store.exists("_tmp"):
         store.fs.delete_dir(store.path("_tmp"))  # leftovers of a killed writer, never committed
     store.write(RUN_FILE, json.dumps(fingerprint, indent=1).encode("utf-8"))
-    return resumed
+    return action == "resume"
 
 
 def label_with_ray(
     options: LabelOptions, kind: str, labels: LabelSpace, sources: Sequence[Source], fingerprint: dict
 ) -> LabelSummary:
+    import ray
+
     started = time.perf_counter()
     fmt = options.output.format
     if fmt not in PART_FORMATS:
         raise LabellingError(f"engine=ray writes {' or '.join(PART_FORMATS)} parts, not {fmt}: set output.format")
+    # Ray's workers may run elsewhere, or in another folder: they read, and records name, absolute paths
+    sources = [s if is_uri(s.path) else replace(s, path=os.path.abspath(s.path)) for s in sources]
+    # a slice's articles depend on the part size: a resume with another one would skip or repeat articles
+    fingerprint = {**fingerprint, "ray.articles_per_part": options.ray.articles_per_part}
     store = PartStore(options.output.folder)
-    resumed = _prepare(store, options, fingerprint)
-    markers = store.markers()
-    prefixes = [part_prefix(s.path) for s in sources]
-    pending = [
-        {"path": s.path, "kind": s.kind, "problem": s.problem, "prefix": p,
-         "done": json.dumps(sorted(m["slice"] for n, m in markers.items() if n.startswith(p + "-")))}
-        for s, p in zip(sources, prefixes, strict=True) if not _complete(p, markers)
-    ]  # fmt: skip
-    log.info("%d of %d input files to label (%d parts committed before)", len(pending), len(sources), len(markers))
-    if pending:
-        _run_pipeline(options, kind, labels, fmt, pending)
+    action = _existing_output(store, options, fingerprint)
+    started_here = _connect(options)
+    try:
+        _check_resources(options)
+        resumed = _prepare(store, action, fingerprint)
+        markers = store.verified_markers(fmt) if resumed else {}
+        prefixes = [part_prefix(s.path) for s in sources]
+        pending = [
+            {"path": s.path, "kind": s.kind, "problem": s.problem, "prefix": p,
+             "done": json.dumps(sorted(m["slice"] for n, m in markers.items() if n.startswith(p + "-")))}
+            for s, p in zip(sources, prefixes, strict=True) if not _complete(p, markers)
+        ]  # fmt: skip
+        log.info("%d of %d input files to label (%d parts committed before)", len(pending), len(sources), len(markers))
+        if pending:
+            _run_pipeline(options, kind, labels, fmt, pending)
+    finally:
+        if started_here:
+            ray.shutdown()
     markers = store.markers()
     parts = []
     for source, prefix in zip(sources, prefixes, strict=True):
         if not _complete(prefix, markers):
             raise LabellingError(f"{source.path}: not every part was committed; rerun the command to finish")
         parts += sorted((m for n, m in markers.items() if n.startswith(prefix + "-")), key=lambda m: m["slice"])
+    removed = store.remove_parts_except([p["part"] for p in parts], fmt)
+    if removed:
+        log.warning("removed %d files of parts that are not this run's (e.g. %s)", len(removed), removed[0])
     counts = Counts(*(sum(p[key] for p in parts) for key in ("articles", "sentences", "failed")))
     manifest = {"format": fmt, "labels": {"targets": list(labels.targets), "polarities": list(labels.polarities)},
                 "totals": asdict(counts), "parts": parts}  # fmt: skip
@@ -279,35 +438,29 @@ def label_with_ray(
 
 
 def _run_pipeline(options: LabelOptions, kind: str, labels: LabelSpace, fmt: str, pending: list[dict]) -> None:
-    import ray
     import ray.data
 
-    started_here = _connect(options)
-    try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = options.progress_bar
-        r = options.ray
-        dataset = ray.data.from_items(pending, override_num_blocks=len(pending))
-        dataset = dataset.flat_map(
-            read_parts,
-            fn_kwargs={"id_field": options.jsonl_id_field, "text_field": options.jsonl_text_field,
-                       "per_part": r.articles_per_part},
-            num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=READ_TASKS),
-        )  # fmt: skip
-        dataset = dataset.map_batches(
-            PartLabeller,
-            fn_constructor_kwargs={"options": options, "kind": kind, "labels": labels, "fmt": fmt},
-            batch_size=1,  # one part per call: each part is committed as soon as it is labelled
-            compute=ray.data.ActorPoolStrategy(size=r.concurrency),
-            num_cpus=r.num_cpus_per_actor,
-            num_gpus=r.num_gpus_per_actor,
-        )
-        done = dataset.take_all()
-        log.info("labelled %d parts", len(done))
-    finally:
-        if started_here:
-            ray.shutdown()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = options.progress_bar
+    r = options.ray
+    dataset = ray.data.from_items(pending, override_num_blocks=len(pending))
+    dataset = dataset.flat_map(
+        read_parts,
+        fn_kwargs={"id_field": options.jsonl_id_field, "text_field": options.jsonl_text_field,
+                   "per_part": r.articles_per_part},
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=READ_TASKS),
+    )  # fmt: skip
+    dataset = dataset.map_batches(
+        PartLabeller,
+        fn_constructor_kwargs={"options": options, "kind": kind, "labels": labels, "fmt": fmt},
+        batch_size=1,  # one part per call: each part is committed as soon as it is labelled
+        compute=ray.data.ActorPoolStrategy(size=r.concurrency),
+        num_cpus=r.num_cpus_per_actor,
+        num_gpus=r.num_gpus_per_actor,
+    )
+    done = dataset.take_all()
+    log.info("labelled %d parts", len(done))
 
 
 def read_output(folder: str, what: str = "records") -> list[dict]:
