@@ -5,10 +5,18 @@ index), the tokenizer files, `text_processing.json`. The predictor sorts sentenc
 pads each batch only to its own longest sentence, and runs under `torch.inference_mode`;
 `precision` picks fp32 (exactly the stock model's arithmetic), bf16, fp16 (GPU) or int8
 dynamic quantisation (CPU). `backend=onnx` is `diplostance.predictors.onnx`.
+
+`predict_encoded` takes token ids made by `encode` (the labeller's worker processes make them), so
+normalisation and tokenisation can run elsewhere. Each batch is padded with numpy into one int64
+array (what `tokenizer.pad` builds, without its per-call Python cost); on a GPU the arrays go
+through pinned memory with non-blocking copies, the softmax runs on the device, and the call reads
+back to the host once, at its end. Attention is PyTorch's SDPA where the model supports it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +54,9 @@ VOCABULARY_FILES = (
 TOKENIZER_FILES = (TOKENIZER_CONFIG, *VOCABULARY_FILES)
 # Output layers whose first dimension is the number of labels (BERT, RoBERTa/XLM-R, decoder heads).
 HEAD_SUFFIXES = ("classifier.weight", "classifier.out_proj.weight", "score.weight")
+# Sentences per forward pass on a GPU when none is given: length-sorted batches pad little, and a wide
+# batch keeps an H100/H200 busy in bf16 (128, the labeller's other GPU default, leaves it waiting on launches).
+GPU_PREDICT_BATCH = 512
 
 
 def _check_weights(model_dir: Path, labels: LabelSpace) -> None:
@@ -124,7 +135,7 @@ class TransformerPredictor:
         self,
         model_dir: Path,
         precision: str = "fp32",
-        batch_size: int | None = None,  # None: 16 on the CPU, 128 on a GPU (diplostance.devices)
+        batch_size: int | None = None,  # None: 16 on the CPU (diplostance.devices), GPU_PREDICT_BATCH on a GPU
         max_length: int = 128,
         num_threads: int | None = None,
         device: str | torch.device = "auto",
@@ -136,6 +147,7 @@ class TransformerPredictor:
         self.normalization = TextNormalization.load(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        use_sdpa(model)
         self.labels = LabelSpace.from_id2label(model.config.id2label)
         if precision in ("bf16", "fp16"):  # half weights: on a GPU the tensor cores, on the CPU bf16 kernels
             model = model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -144,25 +156,64 @@ class TransformerPredictor:
                 warnings.simplefilter("ignore")
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model, self.precision = model.to(self.device), precision
-        self.batch_size, self.max_length = batch_size or default_batch_size(self.device), max_length
+        self.attention = getattr(model.config, "_attn_implementation", None)  # "sdpa" where supported
+        on_gpu = self.device.type == "cuda"
+        self.batch_size = batch_size or (GPU_PREDICT_BATCH if on_gpu else default_batch_size(self.device))
+        self.max_length = max_length
+        # what tokenizer.pad fills and where: its pad id (the model's, else 0, when it has none), its side
+        pad_id = self.tokenizer.pad_token_id
+        self.pad_id = pad_id if pad_id is not None else (getattr(model.config, "pad_token_id", None) or 0)
+        self.pad_left = self.tokenizer.padding_side == "left"
+        self.with_mask = "attention_mask" in self.tokenizer.model_input_names
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Normalised and tokenised with one call of the (fast) tokenizer for all of `texts`."""
         return encode_texts(self.tokenizer, texts, self.normalization, self.max_length)["input_ids"]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.predict_encoded(self.encode(texts))
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """One batch as the model's inputs: input_ids (and attention_mask) as int64, padded to the longest
+        row, exactly as tokenizer.pad(..., return_tensors="pt") makes them; pinned on a GPU machine."""
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        width = int(lengths.max())
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        columns = np.arange(width)
+        mask = columns >= width - lengths[:, None] if self.pad_left else columns < lengths[:, None]
+        ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        inputs = {"input_ids": torch.from_numpy(ids)}
+        if self.with_mask:
+            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        if self.device.type == "cuda":  # page-locked: the copy to the device runs without the host waiting
+            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+        return inputs
+
+    def predict_encoded(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(len(ids), targets, polarities) probabilities from token ids made by `encode`."""
         n_targets, n_pol = len(self.labels.targets), len(self.labels.polarities)
-        out = np.empty((len(texts), n_targets, n_pol), dtype=np.float32)
-        if not texts:
+        out = np.empty((len(ids), n_targets, n_pol), dtype=np.float32)
+        if not len(ids):
             return out
-        ids = self.encode(texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
+        on_device = []  # each batch's probabilities, left on the device until the end: one read back per call
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                inputs = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-                logits = self.model(**inputs.to(self.device)).logits.float()
-                out[batch] = torch.softmax(logits.view(len(batch), n_targets, n_pol), dim=-1).cpu().numpy()
+                inputs = self.pad([ids[i] for i in batch])
+                inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+                logits = self.model(**inputs).logits.float()
+                on_device.append(torch.softmax(logits.view(len(batch), n_targets, n_pol), dim=-1))
+            out[order] = torch.cat(on_device).cpu().numpy()
         return out
+
+
+def use_sdpa(model) -> None:
+    """PyTorch's fused scaled-dot-product attention where the model supports it. transformers 5 picks it by
+    default (BERT, RoBERTa, ELECTRA, ...); a config saved with another choice ("eager") is switched."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa" and getattr(model, "_supports_sdpa", False):
+        with contextlib.suppress(ValueError, ImportError, AttributeError):  # kept as it is when it cannot switch
+            model.set_attn_implementation("sdpa")
 
 
 def load(model_dir: Path, config: dict, **options) -> TransformerPredictor:
