@@ -25,6 +25,10 @@ DASHES_RE = re.compile("[\u2010-\u2015\u2212]")
 LATIN_COMMA_RE = re.compile(r"(?<!\d),|,(?!\d)")
 ALEF_RE = re.compile("[أإآٱ]")
 WHITESPACE_RE = re.compile(r"\s+")
+# str.translate looks every character up in a dict (slow on Arabic text, which rarely holds these
+# characters): a regex search for any character a table changes lets unchanged text skip it.
+DIGITS_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in DIGITS) + "]")
+QUOTES_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in QUOTES) + "]")
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,11 @@ def normalize(text: str, options: TextNormalization = TextNormalization()) -> st
         text = text.replace(TATWEEL, "")
     if options.remove_diacritics:
         text = DIACRITICS_RE.sub("", text)
-    if options.unify_digits:
+    if options.unify_digits and DIGITS_RE.search(text):
         text = text.translate(DIGITS)
     if options.unify_punctuation:
-        text = text.translate(QUOTES)
+        if QUOTES_RE.search(text):
+            text = text.translate(QUOTES)
         text = DASHES_RE.sub("-", text)
         text = LATIN_COMMA_RE.sub("،", text).replace(";", "؛").replace("?", "؟")
     if options.fold_alef:
