@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.baseline import apply_none_offset, choose_none_offsets
+from diplostance.errors import UserError
 from diplostance.evaluation import align_references
 from diplostance.predictors import load_predictor
 from diplostance.predictors.ensemble import ENSEMBLE_CONFIG, MODEL_TYPE, EnsembleFolderError, combine
@@ -174,6 +175,38 @@ def save_ensemble(
     return out_dir
 
 
+def _fixed_weights(weights: str | Sequence[float], n_members: int) -> list[float] | None:
+    if weights == "dev":
+        return None
+    if weights == "equal":
+        return [1 / n_members] * n_members
+    if isinstance(weights, str) or len(weights) != n_members:
+        raise UserError(
+            f"ensemble_selection.weights must be 'dev', 'equal' or {n_members} numbers (one per member), "
+            f"got {weights!r}",
+            exit_code=2,
+        )
+    values = [float(w) for w in weights]
+    if not all(np.isfinite(v) and v >= 0 for v in values) or not np.isclose(sum(values), 1.0):
+        raise UserError(f"ensemble_selection.weights must be finite, >= 0 and sum to 1, got {values}", exit_code=2)
+    return values
+
+
+def fixed_ensemble(
+    member_probs: Sequence[np.ndarray],
+    dev_rows: np.ndarray,
+    labels: LabelSpace,
+    weights: Sequence[float],
+    none_offset_grid: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5),
+) -> EnsembleChoice:
+    """Given weights (a prior); only the `none` offsets are chosen on dev. The dev grid is still recorded."""
+    grid = {_key(w): round(_macro(combine(member_probs, w), dev_rows, labels), 4) for w in weight_grid(len(weights))}
+    probs = combine(member_probs, weights)
+    offsets, _ = choose_none_offsets(probs, dev_rows, labels, none_offset_grid)
+    score = _macro(apply_none_offset(probs, labels.polarities, offsets), dev_rows, labels)
+    return EnsembleChoice(list(weights), offsets, round(score, 4), grid, dev_sentences=len(dev_rows))
+
+
 def realistic_rows(slices: Sequence[str], min_sentences: int) -> np.ndarray | None:
     """Indices of dev's realistic sentences (news register, annotated, seed) when there are enough."""
     idx = np.flatnonzero(np.isin(np.asarray(slices), REALISTIC_SLICES))
@@ -188,14 +221,18 @@ def fit_ensemble(
     min_sentences: int = 100,
     step: float = 0.1,
     prefer_even_within_noise: bool = True,
+    weights: str | Sequence[float] = "dev",
 ) -> EnsembleChoice:
     """Choose the members' weights and `none` offsets on dev and save the ensemble folder.
 
     `select_on=realistic` chooses on dev's news-register, annotated and seed sentences when there are
     at least `min_sentences` of them (they read like the real news the model is used on; the composed
-    rest favours members that fit composed wording), on all of dev otherwise; `select_on=all` uses all."""
+    rest favours members that fit composed wording), on all of dev otherwise; `select_on=all` uses all.
+    `weights`: `dev` searches them there; `equal` (or a list, one weight per member) fixes them as a prior
+    and dev chooses only the `none` offsets."""
     if select_on not in ("realistic", "all"):
-        raise ValueError(f"ensemble_selection.select_on must be 'realistic' or 'all', got {select_on!r}")
+        raise UserError(f"ensemble_selection.select_on must be 'realistic' or 'all', got {select_on!r}", exit_code=2)
+    fixed = _fixed_weights(weights, len(members))
     dev = data.split("dev")
     predictors = [load_predictor(path) for path in members.values()]
     labels = predictors[0].labels
@@ -206,7 +243,10 @@ def fit_ensemble(
         subset = realistic_rows(dev["slice"], min_sentences)
     if subset is not None:
         probs, rows = [p[subset] for p in probs], rows[subset]
-    choice = choose_ensemble(probs, rows, labels, step=step, prefer_even_within_noise=prefer_even_within_noise)
+    if fixed is None:
+        choice = choose_ensemble(probs, rows, labels, step=step, prefer_even_within_noise=prefer_even_within_noise)
+    else:
+        choice = fixed_ensemble(probs, rows, labels, fixed)
     choice.members = list(members)
     choice.selected_on = "dev (" + "/".join(REALISTIC_SLICES) + " slices)" if subset is not None else "dev (all)"
     save_ensemble(out_dir, members, choice, labels)

@@ -246,9 +246,16 @@ def member_name(kind: str) -> str:
     return kind if kind in CLASSICAL_KINDS else "transformer"
 
 
+ENSEMBLE_SELECTION_KEYS = ("weights", "select_on", "min_sentences", "step", "prefer_even_within_noise")
+
+
 def ensemble_options(cfg: DictConfig) -> dict:
     options = cfg.get("ensemble_selection") or {}
-    return OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+    options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+    unknown = sorted(set(options) - set(ENSEMBLE_SELECTION_KEYS))
+    if unknown:
+        raise ConfigError(f"ensemble_selection: unknown key(s) {unknown}; known: {list(ENSEMBLE_SELECTION_KEYS)}")
+    return options
 
 
 def train_classical(model_cfg: DictConfig, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
@@ -348,6 +355,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     if cfg.model.kind not in CLASSICAL_KINDS:  # an impossible precision stops before any work
         trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
     set_seed(cfg.seed)
+    ensemble_options(cfg)  # an unknown ensemble_selection key stops here, not after training
     threads = resolve_num_threads(cfg.training.num_threads)
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # scikit-learn's OpenMP and BLAS pools (the tf-idf fits) as well

@@ -127,3 +127,21 @@ def test_the_realistic_slices_choose_when_dev_has_enough_of_them():
     slices = ["composed"] * 5 + ["news"] * 3 + ["seed"]
     assert realistic_rows(slices, min_sentences=4).tolist() == [5, 6, 7, 8]
     assert realistic_rows(slices, min_sentences=10) is None
+
+
+def test_equal_weights_are_a_prior_that_dev_does_not_move():
+    from diplostance.ensemble import fixed_ensemble
+
+    gold = np.array([[0], [1], [2], [0]])
+    right, wrong = one_hot([0, 1, 2, 0], confidence=0.6), one_hot([2, 2, 2, 2], confidence=0.9)
+    choice = fixed_ensemble([right, wrong], gold, LABELS, [0.5, 0.5], none_offset_grid=(0.0,))
+    assert choice.weights == [0.5, 0.5]
+    assert choice.grid["1/0"] == 1.0  # what dev would have chosen is still recorded
+
+
+def test_an_unknown_ensemble_selection_key_stops_the_run_before_training(tmp_path):
+    from conftest import train_config
+    from diplostance.training import ConfigError, train
+
+    with pytest.raises(ConfigError, match="ensemble_selection"):
+        train(train_config("+ensemble_selection.wieghts=dev"), tmp_path)
