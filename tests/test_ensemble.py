@@ -141,6 +141,7 @@ def test_equal_weights_are_a_prior_that_dev_does_not_move():
 
 def test_an_unknown_ensemble_selection_key_stops_the_run_before_training(tmp_path):
     from conftest import train_config
+
     from diplostance.training import ConfigError, train
 
     with pytest.raises(ConfigError, match="ensemble_selection"):
