@@ -28,13 +28,13 @@ pytestmark = pytest.mark.ray
 def ray_runtime():
     """One local runtime for the session. Ray gives a starting node a fixed 30 s to register, which a loaded
     2-core machine can miss ("The current node timed out during startup"): a failed start is retried."""
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
             break
         except Exception:
             ray.shutdown()
-            if attempt == 2:
+            if attempt == 4:
                 raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
