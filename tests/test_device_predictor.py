@@ -26,17 +26,21 @@ TEXTS = [
     "رفضت الدولة المعاهدة.",
 ]
 TINY = {"vocab_size": 300, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
-TINY |= {"max_position_embeddings": 64, "min_frequency": 1}
+TINY |= {"max_position_embeddings": 128, "min_frequency": 1}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-random")
-    tokenizer, model = build_tiny_model(TEXTS * 3, LABELS, TINY, seed=3)
+def build_model_folder(folder, texts=TEXTS, labels=LABELS):
+    """A small random BERT model folder (tokenizer trained on `texts`), as train.py saves one."""
+    tokenizer, model = build_tiny_model(list(texts) * 3, labels, TINY, seed=3)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     TextNormalization().save(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_model_folder(tmp_path_factory.mktemp("tiny-random"))
 
 
 def stock_proba(predictor: TransformerPredictor, texts: list[str]) -> np.ndarray:

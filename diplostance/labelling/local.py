@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import multiprocessing
@@ -189,7 +190,7 @@ def _finish(paths: OutputPaths, state: RunState) -> None:
 
 
 WRITE_AHEAD = 2  # windows predicted ahead of the writer: bounds the memory a slow disk can hold up
-PREPARE_CHUNK = 16  # articles per task handed to a preparing worker process
+PREPARE_CHUNK = 64  # items per task handed to a preparing worker process (one tokenizer call each)
 
 
 class Writer:
@@ -262,18 +263,26 @@ def _write_window(window: Window, probs, streams: PartialStreams, labels: LabelS
 _ENCODE = None  # the predictor's encode, inherited by the forked preparing workers
 
 
-def _prepare(entry):
-    """A worker's share: split an article into sentences and, where the predictor can, normalise and tokenise
-    them (predictor.encode), so the labelling process only predicts and writes."""
-    position, item = entry
-    if isinstance(item, InputError):
-        return position, item, None
-    article, sentences = split_article(item)
-    encoded = None
-    if _ENCODE is not None and sentences:
-        texts = list(dict.fromkeys(s.text for s in sentences))
-        encoded = dict(zip(texts, _ENCODE(texts), strict=True))
-    return position, (article, sentences), encoded
+def _prepare_chunk(chunk: list) -> list:
+    """A worker's share, a chunk of items: each article split into sentences and, where the predictor can,
+    the chunk's distinct sentences normalised and tokenised by one batch call of its tokenizer
+    (predictor.encode), so the labelling process only predicts and writes. Each entry: (position, the
+    split article or the InputError, {sentence text: token ids} or None when not encoded)."""
+    split = [(position, item if isinstance(item, InputError) else split_article(item)) for position, item in chunk]
+    if _ENCODE is None:
+        return [(position, entry, None) for position, entry in split]
+    texts = list(dict.fromkeys(s.text for _, entry in split if not isinstance(entry, InputError) for s in entry[1]))
+    ids = dict(zip(texts, _ENCODE(texts), strict=True)) if texts else {}
+    return [
+        (position, entry, None if isinstance(entry, InputError) else {s.text: ids[s.text] for s in entry[1]})
+        for position, entry in split
+    ]
+
+
+def _chunked(items, size: int):
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _prepared_inline(items):
@@ -300,7 +309,8 @@ def _preparing(items, predictor, workers: int):
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = saved
     try:
-        yield pool.imap(_prepare, items, chunksize=PREPARE_CHUNK)
+        chunks = pool.imap(_prepare_chunk, _chunked(items, PREPARE_CHUNK))
+        yield (entry for chunk in chunks for entry in chunk)
     finally:
         pool.terminate()
         pool.join()
