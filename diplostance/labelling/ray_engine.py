@@ -275,11 +275,28 @@ def read_parts(row: dict, id_field: str, text_field: str, per_part: int) -> Iter
         yield emit(last=True)  # the last slice, possibly empty: it tells that the file ended
 
 
+def actor_device(device: str | None, num_gpus_per_actor: float) -> str:
+    """The device an actor loads its model on. Ray shows an actor given GPUs only those (CUDA_VISIBLE_DEVICES),
+    as cuda:0, cuda:1, ...: `cuda:N` (and `auto`) there is the actor's own first GPU, `cuda`. Actors given
+    no GPU cannot run `cuda`: refused before any work. `cpu` stays the CPU."""
+    name = str(device or "auto").strip().lower()
+    on_gpu = re.fullmatch(r"cuda(:\d+)?", name) is not None
+    if num_gpus_per_actor > 0:
+        return "cuda" if on_gpu or name == "auto" else name
+    if on_gpu:
+        raise LabellingError(
+            f"device={name} with engine=ray needs ray.num_gpus_per_actor > 0 (1: one GPU per actor); "
+            "Ray gives the actors no GPU otherwise"
+        )
+    return name
+
+
 class PartLabeller:
     """Stage 2 (a pool of Ray actors): each loads the model once, then predicts, writes and commits parts."""
 
     def __init__(self, options: LabelOptions, kind: str, labels: LabelSpace, fmt: str):
-        self.predictor = load_labelling_predictor(options, kind)
+        device = actor_device(options.device, options.ray.num_gpus_per_actor)
+        self.predictor = load_labelling_predictor(options, kind, device=device)
         self.store, self.labels, self.fmt = PartStore(options.output.folder), labels, fmt
         self.actor = f"{os.uname().nodename}:{os.getpid()}"  # per-actor throughput, from the markers
 
@@ -394,6 +411,7 @@ def label_with_ray(
     fmt = options.output.format
     if fmt not in PART_FORMATS:
         raise LabellingError(f"engine=ray writes {' or '.join(PART_FORMATS)} parts, not {fmt}: set output.format")
+    actor_device(options.device, options.ray.num_gpus_per_actor)  # cuda with GPU-less actors: refused now
     # Ray's workers may run elsewhere, or in another folder: they read, and records name, absolute paths
     sources = [s if is_uri(s.path) else replace(s, path=os.path.abspath(s.path)) for s in sources]
     # a slice's articles depend on the part size: a resume with another one would skip or repeat articles
