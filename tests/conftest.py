@@ -26,6 +26,10 @@ FAST_TINY = [
 ]
 
 
+# Waits in tests end on events (a process exits, a file appears); their timeouts are safety nets only, generous
+# because a 2-core CI machine under load 6-16 runs a command many times slower than a quiet one.
+SAFETY_TIMEOUT_S = 1800
+
 # Two runs of the same model agree on every stance, and on probabilities up to the last digits that batch
 # composition, padding and thread counts change (0.33036 against 0.330361): compare floats within this.
 PROB_TOL = 1e-4

@@ -12,7 +12,7 @@ import torch
 from diplostance.devices import DeviceError, cpu_supports_bf16, default_batch_size, resolve_device, trainer_precision
 from diplostance.predictors import load_predictor
 from diplostance.training import _training_arguments
-from tests.conftest import ROOT, train_config
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S, train_config
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="these tests describe a machine without a GPU")
 
@@ -35,7 +35,7 @@ def test_fp16_inference_on_the_cpu_is_refused_and_bf16_runs(tiny_model_dir):
 def test_label_py_refuses_a_missing_gpu_with_one_line_and_exit_2(tiny_model_dir, tmp_path):
     args = [f"model_dir={tiny_model_dir}", f"inputs=[{ROOT / 'seeds'}]", "output=OUT.jsonl", "device=cuda"]
     command = [sys.executable, str(ROOT / "scripts" / "label.py"), *args, f"hydra.run.dir={tmp_path / 'h'}"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: device=cuda")
     assert not (tmp_path / "OUT.jsonl").exists() and not (tmp_path / "OUT.partial").exists()
 

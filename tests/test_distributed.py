@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SMALL = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
@@ -31,7 +31,7 @@ def test_torchrun_with_two_cpu_processes_writes_one_complete_loadable_run(tmp_pa
     data = ["data=file", "data.format=jsonl", "data.layout=wide", f"data.path={tmp_path / 'small.jsonl'}"]
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(ROOT / "scripts" / "train.py"),
                "training=ci", *SMALL, *data]  # fmt: skip
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     runs = list((tmp_path / "outputs" / "train").iterdir())
     assert len(runs) == 1, runs  # both ranks wrote into rank 0's folder

@@ -8,10 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 from tests.test_labelling import GOOD, read_jsonl
-
-COMMAND_TIMEOUT_S = 1800  # a safety net only: the command ends on its own
 
 
 def test_label_py_started_in_the_article_folder_does_not_read_hydras_run_folders(tiny_model_dir, tmp_path):
@@ -23,7 +21,7 @@ def test_label_py_started_in_the_article_folder_does_not_read_hydras_run_folders
     (earlier / "label.log").write_text("[2025-01-01 00:00:00,000][root][INFO] - labelled\n")
     command = [sys.executable, str(ROOT / "scripts" / "label.py"), f"model_dir={tiny_model_dir}", "inputs=[.]",
                "output=../OUT.jsonl", "progress_bar=false"]  # fmt: skip
-    run = subprocess.run(command, cwd=articles, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    run = subprocess.run(command, cwd=articles, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     logs = [p for p in (articles / "outputs" / "label").glob("*/label.log") if p.parent != earlier]
     assert len(logs) == 1  # this run's log is in the article folder, as Hydra's default puts it

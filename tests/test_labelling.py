@@ -34,7 +34,7 @@ from diplostance.labelling import (
 from diplostance.predictors import ModelFolderError
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization, normalize
-from tests.conftest import PROB_TOL, ROOT, approx_floats, compose_config
+from tests.conftest import PROB_TOL, ROOT, SAFETY_TIMEOUT_S, approx_floats, compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "label"
 GOOD, BAD = FIXTURES / "articles", FIXTURES / "bad"
@@ -367,7 +367,7 @@ def test_killed_run_resumes_and_holds_every_sentence_exactly_once(tiny_model_dir
     out = tmp_path / "run" / "OUT.jsonl"
     first = script(*args, f"output={out}", "progress_bar=false", tmp_path=tmp_path)
     state = out.with_name("OUT.partial") / "state.json"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + SAFETY_TIMEOUT_S
     while not _checkpointed(state) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(first.pid, signal.SIGKILL)
@@ -376,7 +376,7 @@ def test_killed_run_resumes_and_holds_every_sentence_exactly_once(tiny_model_dir
     assert state.is_file() and not out.exists(), "the run finished before it could be killed"
 
     second = script(*args, f"output={out}", "allow_errors=true", "progress_bar=false", tmp_path=tmp_path)
-    stdout, stderr = second.communicate(timeout=300)
+    stdout, stderr = second.communicate(timeout=SAFETY_TIMEOUT_S)
     assert second.returncode == 0, stderr
     assert "resumed" in stdout and stdout.strip().splitlines()[-1].startswith("failed: 6 input(s)")
 
@@ -393,13 +393,13 @@ def test_killed_run_resumes_and_holds_every_sentence_exactly_once(tiny_model_dir
 def test_the_command_exits_non_zero_on_failed_inputs_and_ends_with_the_counts(tiny_model_dir, tmp_path):
     run = script(f"model_dir={tiny_model_dir}", f"inputs=[{GOOD},{BAD}]", "output=OUT.jsonl", "output.format=csv",
                  tmp_path=tmp_path)  # fmt: skip
-    stdout, stderr = run.communicate(timeout=300)
+    stdout, stderr = run.communicate(timeout=SAFETY_TIMEOUT_S)
     assert run.returncode == 1, stderr
     last = stdout.strip().splitlines()[-2:]
     assert last[0].startswith(f"labelled {len(GOOD_DOCS)} articles") and last[1].startswith("failed: 6 input(s)")
     assert (tmp_path / "OUT.csv").is_file() and not (tmp_path / "OUT.jsonl").exists()
     again = script(f"model_dir={tiny_model_dir}", f"inputs=[{GOOD}]", "output=OUT.csv", tmp_path=tmp_path)
-    _, stderr = again.communicate(timeout=300)
+    _, stderr = again.communicate(timeout=SAFETY_TIMEOUT_S)
     assert again.returncode == 2 and "already exist" in stderr
 
 
@@ -412,7 +412,7 @@ def test_an_output_that_is_an_input_or_inside_an_input_folder_is_refused_before_
     before = news.read_bytes()
     run = script(f"model_dir={tiny_model_dir}", "inputs=[news.jsonl]", "output=news.jsonl", "overwrite=true",
                  tmp_path=tmp_path)  # fmt: skip
-    _, stderr = run.communicate(timeout=300)
+    _, stderr = run.communicate(timeout=SAFETY_TIMEOUT_S)
     assert run.returncode == 2 and news.read_bytes() == before
     assert stderr.strip().splitlines()[-1].startswith("error: output") and "is the input file" in stderr
     with pytest.raises(LabellingError, match="inside the input folder"):

@@ -25,6 +25,7 @@ import pytest
 
 from diplostance import cli
 from diplostance.annotations import load_corpus
+from tests.conftest import SAFETY_TIMEOUT_S
 
 pytestmark = pytest.mark.labelstudio
 
@@ -133,7 +134,7 @@ def label_studio(tmp_path_factory) -> Server:
 
 
 def ls_run(*args: str) -> str:
-    done = subprocess.run([str(LS_PYTHON), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(LS_PYTHON), *args], capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -25,7 +25,7 @@ from diplostance.predictors.onnx import (
     usable_export,
     weights_hash,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 
 def corpus_texts(n: int) -> list[str]:
@@ -121,7 +121,7 @@ def test_int8_scheme_follows_the_cpu(tmp_path):
 def run_script(script: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "scripts" / script), *args]
     environ = {**os.environ, **(env or {})}
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=environ)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S, env=environ)
 
 
 def test_label_py_backend_onnx_exports_on_first_use_and_matches_torch(model_copy, tmp_path):

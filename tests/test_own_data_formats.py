@@ -9,7 +9,7 @@ import pytest
 
 from diplostance.data import DataConfigError, DataError, load_data
 from diplostance.schema import IGNORE_INDEX
-from tests.conftest import FIXTURES, ROOT, compose_config
+from tests.conftest import FIXTURES, ROOT, SAFETY_TIMEOUT_S, compose_config
 
 OWN = FIXTURES / "own_data"
 STANCEX = OWN / "stancex_like"
@@ -91,7 +91,7 @@ def train_script(tmp_path, *args: str) -> dict:
     run_dir = tmp_path / "run"
     command = [sys.executable, "scripts/train.py", *args, "model=tfidf", "bootstrap_resamples=0"]
     result = subprocess.run(
-        [*command, f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [*command, f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=SAFETY_TIMEOUT_S
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))

@@ -27,7 +27,7 @@ from diplostance.gate import (
 )
 from diplostance.regression import GateError
 from diplostance.scoring import stance_scores
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 TARGETS = ("a", "b")
 POLARITIES = ("favor", "against", "none")
@@ -164,7 +164,7 @@ CHEAP_TFIDF = [
 ]
 
 
-def gate_script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def gate_script(*args: str, timeout: int = SAFETY_TIMEOUT_S) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "quality_gate.py"), *args],
         cwd=ROOT,
@@ -237,7 +237,7 @@ def test_a_failed_retraining_is_an_error_not_a_pass(cheap_gate):
 def test_a_baseline_without_the_models_entry_stops_before_training(tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"models": {}}))
-    result = gate_script("--models", "tfidf", f"--baseline={baseline}", f"--out={tmp_path / 'out'}", timeout=120)
+    result = gate_script("--models", "tfidf", f"--baseline={baseline}", f"--out={tmp_path / 'out'}")
     assert result.returncode == 2
     assert "no quality-gate entry for 'tfidf'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "tfidf").exists()

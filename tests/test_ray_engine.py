@@ -17,7 +17,7 @@ import pytest
 
 from diplostance.labelling import LabellingError, label
 from diplostance.labelling.ray_engine import MANIFEST, read_output
-from tests.conftest import ROOT, approx_floats
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S, approx_floats
 from tests.test_labelling import BAD, EXPECTED_ERRORS, FIXTURES, GOOD, _articles, read_jsonl, run_label
 
 ray = pytest.importorskip("ray")
@@ -71,11 +71,6 @@ def test_the_ray_engine_reports_every_bad_input_per_file(both_engines):
     assert manifest["totals"]["failed"] == len(EXPECTED_ERRORS) and len(manifest["parts"]) > 7  # sliced jsonl
 
 
-# Safety nets only: every wait below ends on an event (a commit marker appears, a process exits). They are
-# generous because a 2-core CI machine under load 6-16 runs these commands many times slower than a quiet one.
-COMMAND_TIMEOUT_S = 1800
-
-
 def _label_command(*overrides: str, cwd: Path) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "scripts" / "label.py"), *overrides, f"hydra.run.dir={cwd / 'hydra'}"]
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -84,7 +79,7 @@ def _label_command(*overrides: str, cwd: Path) -> subprocess.Popen:
 
 def _wait_for_first_commit(process: subprocess.Popen, committed: Path) -> None:
     """Until a part is committed (or the process ends): the event the kill waits for, whatever the load."""
-    deadline = time.monotonic() + COMMAND_TIMEOUT_S
+    deadline = time.monotonic() + SAFETY_TIMEOUT_S
     while process.poll() is None and not any(committed.glob("*.json")):
         assert time.monotonic() < deadline, "no part was committed within the safety timeout"
         time.sleep(0.005)
@@ -108,7 +103,7 @@ def test_a_killed_ray_run_finishes_on_the_next_run_with_every_sentence_once(ray_
     before = {p.name: p.stat().st_mtime_ns for p in committed.glob("*.json")}
 
     second = _label_command(*args, cwd=tmp_path)
-    stdout, stderr = second.communicate(timeout=COMMAND_TIMEOUT_S)
+    stdout, stderr = second.communicate(timeout=SAFETY_TIMEOUT_S)
     assert second.returncode == 0, stderr[-3000:]
     assert "(resumed)" in stdout
     after = {p.name: p.stat().st_mtime_ns for p in committed.glob("*.json")}

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from diplostance.regression import GateError, baseline_entry, compare, gated_figures, update_baseline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 METRICS = {
     "macro_f_avg": 0.60,
@@ -116,7 +116,7 @@ def gate(*args: str) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=SAFETY_TIMEOUT_S,
         env={"PATH": "/usr/bin:/bin"},
     )
 

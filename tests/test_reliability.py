@@ -26,7 +26,7 @@ from diplostance.predictors import ModelFolderError, check_model_folder
 from diplostance.regression import GateError, compare
 from diplostance.text import split_sentences
 from diplostance.training import TrainingError, train
-from tests.conftest import FAST_TINY, FIXTURES, ROOT, compose_config
+from tests.conftest import FAST_TINY, FIXTURES, ROOT, SAFETY_TIMEOUT_S, compose_config
 from tests.splitter_reference import split_sentences as split_sentences_before
 
 DATA = FIXTURES / "data"
@@ -40,7 +40,13 @@ def run(*args: str, preexec_fn=None, env: dict | None = None) -> subprocess.Comp
     ]
     environment = {k: v for k, v in os.environ.items() if k != "DIPLOSTANCE_DEBUG"} | (env or {})
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn, env=environment
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_TIMEOUT_S,
+        preexec_fn=preexec_fn,
+        env=environment,
     )
 
 
@@ -107,7 +113,7 @@ with initialize_config_dir(config_dir="{ROOT / "configs"}", version_base="1.3"):
 def test_case3_runs_started_together_get_different_folders():
     command = [sys.executable, "-c", RUN_DIR_OF_A_NEW_PROCESS]
     processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    first, second = (process.communicate(timeout=120)[0].strip() for process in processes)
+    first, second = (process.communicate(timeout=SAFETY_TIMEOUT_S)[0].strip() for process in processes)
     assert first.startswith("outputs/train/") and second.startswith("outputs/train/")
     assert first != second  # even when both started in the same second
 

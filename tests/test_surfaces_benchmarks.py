@@ -11,7 +11,7 @@ import pytest
 
 from diplostance.output_guard import WORKDIR_MARKER, work_folder
 from diplostance.outputs import OutputPathError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 
 def benchmark(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -20,7 +20,7 @@ def benchmark(name: str, *args: str) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,  # the refusals come before any work (minutes)
+        timeout=SAFETY_TIMEOUT_S,  # the refusals come before any work (minutes)
     )
 
 

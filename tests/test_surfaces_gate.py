@@ -10,7 +10,7 @@ import pytest
 
 from diplostance.gate import OUT_MARKER, prepare_out_dir
 from diplostance.regression import GateError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 
 def gate_script(*args: str) -> subprocess.CompletedProcess:
@@ -19,7 +19,7 @@ def gate_script(*args: str) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,  # the refusals come before any retraining (minutes)
+        timeout=SAFETY_TIMEOUT_S,  # the refusals come before any retraining (minutes)
     )
 
 

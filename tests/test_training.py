@@ -8,7 +8,7 @@ import pytest
 
 from diplostance.reports import sweep_table
 from diplostance.training import ConfigError, train
-from tests.conftest import FAST_TINY, FIXTURES, ROOT, approx_floats, train_config
+from tests.conftest import FAST_TINY, FIXTURES, ROOT, SAFETY_TIMEOUT_S, approx_floats, train_config
 
 DATA = FIXTURES / "data"
 FILE_DATA = [
@@ -22,7 +22,11 @@ FILE_DATA = [
 
 def run_script(script: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_TIMEOUT_S,
     )
 
 
