@@ -122,7 +122,7 @@ def onnx_cache(model_dir: Path, workdir: Path) -> Path:
     cache = workdir / "onnx-cache"
     source_hash = weights_hash(model_dir)
     if not usable_export(cache / source_hash, source_hash, "int8"):
-        description = export_onnx(model_dir, cache / source_hash, int8=True)
+        description = export_onnx(model_dir, cache / source_hash, int8=True, overwrite=True)  # its own cache
         print(f"exported {model_dir} to ONNX: fused {description['fused_operators']}, int8 {description['int8']}")
     return cache
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     options = {"batch_size": args.batch_size, "num_threads": args.threads}
     stock = load_predictor(args.model_dir, precision="fp32", **options).predict_proba(texts)
-    description = export_onnx(args.model_dir, workdir, int8=False)
+    description = export_onnx(args.model_dir, workdir, int8=False, overwrite=True)  # the benchmark's own folder
     fp32_path = workdir / ONNX_FILES["fp32"]
     print(f"fused operators: {description['fused_operators']}")
     fp32 = OnnxPredictor(args.model_dir, "fp32", onnx_file=fp32_path, **options).predict_proba(texts)

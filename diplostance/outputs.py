@@ -61,6 +61,25 @@ def _temporary_sibling(path: Path, directory: bool) -> Path:
     return Path(name)
 
 
+def _usual_modes(temporary: Path) -> None:
+    """Give a finished output the modes the umask gives a new file or folder (0644 / 0755 typically).
+
+    mkstemp and mkdtemp make private entries, and so do some writers inside a folder (safetensors
+    writes its files 0600): without this a model another account should read would be unreadable.
+    Bits the umask allows are added, none are taken away (an executable stays executable).
+    """
+    entries = [temporary]
+    if temporary.is_dir() and not temporary.is_symlink():
+        entries += [Path(root) / name for root, dirs, files in os.walk(temporary) for name in (*dirs, *files)]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        usual = (0o777 if entry.is_dir() else 0o666) & ~UMASK
+        mode = entry.stat().st_mode & 0o7777
+        if mode | usual != mode:
+            os.chmod(entry, mode | usual)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -80,7 +99,7 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     temporary = _temporary_sibling(path, directory)
     try:
         yield temporary
-        os.chmod(temporary, (0o777 if directory else 0o666) & ~UMASK)  # mkstemp/mkdtemp make private entries
+        _usual_modes(temporary)
         if directory and path.exists():
             old = _temporary_sibling(path, directory=True)
             old.rmdir()

@@ -10,21 +10,20 @@ from collections.abc import Sequence
 from diplostance.devices import check_inference_precision, default_batch_size, resolve_device
 from diplostance.labelling.inputs import Source, input_facts
 from diplostance.labelling.options import LabelOptions
-from diplostance.predictors import ModelFolderError, check_backend, load_predictor
+from diplostance.predictors import ModelFolderError, check_options, load_predictor
 
 
 def check_arithmetic(options: LabelOptions, kind: str, device: str | None = None) -> None:
-    """Refuse before any work a device or precision the machine cannot give (a one-line DeviceError)."""
-    if kind == "transformer":
-        check_backend(options.backend, options.precision)  # an unknown backend, bf16 on ONNX: before any output
-    if kind == "transformer" and options.backend == "torch":  # the ONNX backend checks its own options
-        check_inference_precision(options.precision, resolve_device(device or options.device))
+    """Refuse before any work a backend, device or precision the machine or the model (each member of an
+    ensemble) cannot give, as evaluate.py does (a one-line error); a tfidf model ignores them."""
+    precision, where = options.precision, device or options.device
+    check_options(options.model_dir, options.backend, precision=precision, device=where)
 
 
 def load_labelling_predictor(options: LabelOptions, kind: str, device: str | None = None):
     """The predictor for `options` on `device` (default options.device); tfidf takes no arithmetic options."""
     predictor_options = {}
-    if kind == "transformer" and options.backend != "torch":
+    if kind != "tfidf" and options.backend != "torch":  # transformers, and ensembles for their members
         predictor_options = {
             "backend": options.backend,
             "precision": options.precision,
@@ -33,7 +32,7 @@ def load_labelling_predictor(options: LabelOptions, kind: str, device: str | Non
             "num_threads": options.num_threads,
             "device": device or options.device,
         }
-    elif kind == "transformer":
+    elif kind != "tfidf":
         where = resolve_device(device or options.device)
         check_inference_precision(options.precision, where)
         predictor_options = {
@@ -60,9 +59,9 @@ def run_fingerprint(options: LabelOptions, kind: str, sources: Sequence[Source])
     model_files = sorted(p for p in options.model_dir.iterdir() if p.is_file())
     return {
         "model": _digest([input_facts(str(p)) for p in model_files]),
-        "precision": options.precision if kind == "transformer" else None,
-        "backend": options.backend if kind == "transformer" else None,
-        "max_length": options.max_length if kind == "transformer" else None,
+        "precision": options.precision if kind != "tfidf" else None,
+        "backend": options.backend if kind != "tfidf" else None,
+        "max_length": options.max_length if kind != "tfidf" else None,
         "jsonl_fields": [options.jsonl_id_field, options.jsonl_text_field],
         "inputs": _digest([[s.kind, s.problem, *input_facts(s.path)] for s in sources]),
     }

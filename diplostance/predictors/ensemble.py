@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.baseline import apply_none_offset
-from diplostance.predictors.folder import ModelFolderError, inside
+from diplostance.predictors.folder import ModelFolderError, finite_number, inside
 from diplostance.schema import LabelSpace
 
 CONFIG_FILE = ENSEMBLE_CONFIG = "ensemble_config.json"
@@ -43,12 +43,15 @@ def read_config(model_dir: Path, config: dict) -> tuple[LabelSpace, list[Path], 
     try:
         labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
         members = config["members"]
-        if not members or any(float(m["weight"]) < 0 for m in members) or sum(m["weight"] for m in members) <= 0:
-            raise ValueError("members need non-negative weights that sum to more than 0")
-        weights = [float(m["weight"]) for m in members]
+        if not isinstance(members, list) or not members:
+            raise ValueError("members must be a non-empty list")
+        weights = [finite_number(m["weight"], f"member {m.get('path')!r}'s weight") for m in members]
+        if any(w < 0 for w in weights) or not np.isclose(sum(weights), 1.0):  # as training checks them
+            raise ValueError(f"member weights must be >= 0 and sum to 1, got {weights}")
         offsets = config.get("none_offset") or [0.0] * len(labels.targets)
-        if len(offsets) != len(labels.targets):
+        if not isinstance(offsets, list) or len(offsets) != len(labels.targets):
             raise ValueError(f"none_offset needs one value per target {list(labels.targets)}")
+        offsets = [finite_number(x, f"none_offset of {t!r}") for t, x in zip(labels.targets, offsets, strict=True)]
         names = [m["path"] for m in members]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise EnsembleFolderError(f"{path}: not a usable ensemble config ({error})") from error
@@ -58,7 +61,7 @@ def read_config(model_dir: Path, config: dict) -> tuple[LabelSpace, list[Path], 
             folders.append(inside(model_dir, name, "member path"))
         except ModelFolderError as error:
             raise EnsembleFolderError(f"{path}: member path {name!r} leaves the ensemble folder") from error
-    return labels, folders, weights, [float(x) for x in offsets]
+    return labels, folders, weights, offsets
 
 
 def check_folder(model_dir: Path, config: dict) -> LabelSpace:
@@ -67,6 +70,10 @@ def check_folder(model_dir: Path, config: dict) -> LabelSpace:
 
 def member_folders(model_dir: Path, config: dict) -> list[Path]:
     return read_config(model_dir, config)[1]
+
+
+def check_options(**options) -> None:
+    """Nothing of the ensemble's own: the registry checks the options against each member."""
 
 
 def check_member_labels(member_dir: Path, member_labels: LabelSpace, labels: LabelSpace) -> None:

@@ -8,7 +8,13 @@
 - `model.int8.onnx` (with `int8=True`): that graph with ONNX Runtime's dynamic int8
   quantisation of its MatMul and Attention weights, the kernel scheme picked for this CPU;
 - `onnx_config.json`, written last: opset, files, precisions, fused-operator counts, the
-  int8 scheme, and the SHA-256 of the source weights, so a stale export is never used.
+  int8 scheme, the SHA-256 of the source weights (a stale export is never used) and of each
+  ONNX file (another model's export, or a file swapped between precisions, is refused).
+
+An existing export is replaced only with `overwrite=True`; an output that is one of the model
+folder's own files (a link to the weights) is always refused. Temporary export folders of
+interrupted exports (`.onnx-export-*`) are removed by the next export in that folder once no
+export holds the folder's lock, and the export says so.
 
 The model folder still loads with stock `from_pretrained` (it ignores these files).
 `OnnxPredictor` has the torch predictor's interface and sentence pipeline.
@@ -16,9 +22,12 @@ The model folder still loads with stock `from_pretrained` (it ignores these file
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -30,7 +39,7 @@ import numpy as np
 from diplostance.errors import UserError
 from diplostance.modeling import encode_texts
 from diplostance.predictors import transformer
-from diplostance.predictors.folder import read_json
+from diplostance.predictors.folder import ModelFolderError, inside, read_json
 from diplostance.predictors.transformer import WEIGHT_FILES
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization
@@ -38,6 +47,12 @@ from diplostance.text import TextNormalization
 ONNX_PRECISIONS = ("fp32", "int8")
 ONNX_CONFIG = "onnx_config.json"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+FORMAT = "diplostance-onnx/2"  # /2: the SHA-256 of each ONNX file is recorded
+TEMPORARY_PREFIX = ".onnx-export-"
+# Operators that only a dynamically quantised graph holds.
+QUANTISED_OPS = frozenset(
+    {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "MatMulIntegerToFloat"}
+)
 OPSET = 17
 # int8 kernel schemes: activations are always u8 (dynamic quantisation); weights s8 or u8.
 # u8s8 multiplies with VNNI's vpdpbusd; without VNNI its AVX2 path (vpmaddubsw) adds pairs of
@@ -48,6 +63,14 @@ CPU_EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "
 
 class OnnxBackendError(UserError):
     """An ONNX export or ONNX model folder that cannot be used."""
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cpu_extensions(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
@@ -192,11 +215,14 @@ def export_onnx(
     int8_scheme: str = "auto",
     nodes_to_exclude: Sequence[str] = (),
     opset: int = OPSET,
+    overwrite: bool = False,
 ) -> dict:
     """Export a transformer model folder to ONNX (fp32, and int8 when asked); returns the JSON written.
 
     Files are written in a temporary folder beside `out_dir` (default: the model folder) and
     moved into place, `onnx_config.json` last, so a killed export leaves nothing half-written.
+    An existing export in `out_dir` is refused unless `overwrite`; an output that is one of the
+    model folder's files (through a link) is always refused.
     """
     model_dir = Path(model_dir)
     if not (model_dir / transformer.CONFIG_FILE).is_file():
@@ -206,13 +232,15 @@ def export_onnx(
         )
     transformer.check_folder(model_dir, read_json(model_dir / transformer.CONFIG_FILE))
     out_dir = Path(out_dir) if out_dir is not None else model_dir
+    outputs = [*(ONNX_FILES["fp32"], ONNX_FILES["int8"])[: 2 if int8 else 1], ONNX_CONFIG]
+    _check_outputs(model_dir, out_dir, outputs, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     extensions = cpu_extensions()
     scheme = int8_scheme_for(extensions) if int8_scheme == "auto" else int8_scheme
     if int8 and scheme not in INT8_SCHEMES:
         raise OnnxBackendError(f"int8_scheme must be 'auto' or one of {list(INT8_SCHEMES)}, got {int8_scheme!r}")
     source_hash = weights_hash(model_dir)
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_dir) as tmp:
+    with _export_lock(out_dir), tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as tmp:
         tmp = Path(tmp)
         inputs, config = _export_torch(model_dir, tmp / "raw.onnx", opset)
         fused = _optimize(tmp / "raw.onnx", tmp / ONNX_FILES["fp32"], config)
@@ -221,13 +249,14 @@ def export_onnx(
             quantize_int8(tmp / ONNX_FILES["fp32"], tmp / ONNX_FILES["int8"], scheme, nodes_to_exclude)
             files["int8"] = ONNX_FILES["int8"]
         description = {
-            "format": "diplostance-onnx/1",
+            "format": FORMAT,
             "source_weights_sha256": source_hash,
             "opset": opset,
             "exporter": "torch.onnx (TorchScript, dynamo=False), eager attention",
             "inputs": inputs,
             "dynamic_axes": ["batch", "sequence"],
             "files": files,
+            "sha256": {precision: file_hash(tmp / name) for precision, name in files.items()},
             "fused_operators": fused,
             "int8": (
                 {"scheme": scheme, "ops": ["MatMul", "Attention"], "nodes_to_exclude": list(nodes_to_exclude)}
@@ -245,6 +274,58 @@ def export_onnx(
     return description
 
 
+def _check_outputs(model_dir: Path, out_dir: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Refuse an output that is one of the model's files (always) or an existing export (unless overwrite)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OnnxBackendError(f"{out_dir}: the output folder is a file; give a folder")
+    inputs = {
+        p.resolve() for p in model_dir.iterdir() if p.is_file() and p.name not in (*ONNX_FILES.values(), ONNX_CONFIG)
+    }
+    for name in names:
+        target = out_dir / name
+        if target.resolve() in inputs:
+            raise OnnxBackendError(
+                f"{target}: is the model's own file {target.resolve().name} (through a link); an input is never "
+                "written to: choose another --out-dir"
+            )
+    existing = [name for name in names if (out_dir / name).exists() or (out_dir / name).is_symlink()]
+    if existing and not overwrite:
+        raise OnnxBackendError(
+            f"{out_dir}: already holds an export ({', '.join(existing)}); pass --overwrite to replace it"
+        )
+
+
+class _export_lock:
+    """Hold `out_dir`'s export lock (a shared flock on the folder) for an export; first remove the
+    temporary folders of interrupted exports when no other export holds it."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+
+    def __enter__(self):
+        self.fd = os.open(self.out_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another export is running here: its temporary folder is not stale
+            pass
+        else:
+            remove_stale_exports(self.out_dir)
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock
+
+
+def remove_stale_exports(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders that interrupted exports left in `out_dir` (call with its lock held)."""
+    stale = sorted(p for p in out_dir.glob(TEMPORARY_PREFIX + "*") if p.is_dir() and not p.is_symlink())
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"removed {folder}: the temporary folder of an interrupted ONNX export", file=sys.stderr)
+    return stale
+
+
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -260,12 +341,35 @@ def _versions() -> dict[str, str]:
 
 
 def usable_export(folder: Path, source_hash: str, precision: str) -> Path | None:
-    """The ONNX file for `precision` in `folder` when its description matches these weights."""
+    """The ONNX file for `precision` in `folder` when its description matches these weights.
+
+    None when there is no export for these weights and this precision (or an export of an older
+    format, which records no hash of its files). An export that claims these weights but whose
+    file is not the one recorded (another model's export, a truncated or swapped file, a path
+    outside the folder) is an OnnxBackendError naming it.
+    """
     description = read_onnx_config(folder)
-    if not description or description.get("source_weights_sha256") != source_hash:
+    if not isinstance(description, dict) or description.get("source_weights_sha256") != source_hash:
         return None
-    name = (description.get("files") or {}).get(precision)
-    return folder / name if name and (folder / name).is_file() else None
+    files, hashes = description.get("files"), description.get("sha256")
+    if not isinstance(files, dict) or precision not in files or not isinstance(hashes, dict):
+        return None
+    config = folder / ONNX_CONFIG
+    try:
+        path = inside(folder, files[precision], "the ONNX file")
+    except ModelFolderError as error:
+        raise OnnxBackendError(f"{config}: {error}") from error
+    if not path.is_file():
+        return None
+    if list(files.values()).count(files[precision]) > 1:
+        raise OnnxBackendError(f"{config}: names {files[precision]} for more than one precision")
+    if file_hash(path) != hashes.get(precision):
+        raise OnnxBackendError(
+            f"{path}: is not the {precision} export recorded in {ONNX_CONFIG} (its SHA-256 differs): another "
+            "model's export or a changed file; export again with `python -m diplostance export-onnx "
+            f"{folder} --overwrite`"
+        )
+    return path
 
 
 def find_or_export(model_dir: Path, precision: str, cache_dir: str | Path | None = None) -> Path:
@@ -284,10 +388,29 @@ def find_or_export(model_dir: Path, precision: str, cache_dir: str | Path | None
         return found
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
-        export_onnx(model_dir, cached, int8=precision == "int8")
+        export_onnx(model_dir, cached, int8=precision == "int8", overwrite=True)  # the cache is ours to replace
     except OSError as error:
         raise OnnxBackendError(f"{cached}: the ONNX export cannot be written: {error}") from error
     return cached / ONNX_FILES[precision]
+
+
+def check_export(path: Path, session, labels: LabelSpace, precision: str) -> None:
+    """The graph gives one logit per label of the folder, and an int8 file is a quantised graph."""
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if "logits" not in outputs:
+        raise OnnxBackendError(f"{path}: has no 'logits' output (outputs: {sorted(outputs)}): not a diplostance export")
+    width = (outputs["logits"] or [None])[-1]
+    if width != labels.num_labels:
+        raise OnnxBackendError(
+            f"{path}: gives {width} logits per sentence, but the model folder has {labels.num_labels} labels: "
+            "the export belongs to another model"
+        )
+    if precision == "int8":
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+        if not ops & QUANTISED_OPS:
+            raise OnnxBackendError(f"{path}: precision=int8, but the file holds no quantised operator (an fp32 graph)")
 
 
 def check_options(precision: str = "fp32", device: str | None = None, **options) -> None:
@@ -333,8 +456,13 @@ class OnnxPredictor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's InvalidProtobuf, Fail, ...: an unreadable graph
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OnnxBackendError(f"{self.onnx_path}: not a usable ONNX model ({reason})") from error
         self.input_names = [i.name for i in self.session.get_inputs()]
+        check_export(self.onnx_path, self.session, self.labels, self.precision)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return encode_texts(self.tokenizer, texts, self.normalization, self.max_length)["input_ids"]

@@ -71,8 +71,11 @@ def _check_weights(model_dir: Path, labels: LabelSpace) -> None:
         missing = [shard.name for shard in shards if not shard.is_file()]
         if missing:
             raise ModelFolderError(f"{model_dir}: weight file(s) {missing} named by the index are missing")
-    else:
-        return  # pytorch_model.bin: a pickle, not readable without loading it
+    else:  # only pytorch_model.bin: a pickle, which can run code when loaded
+        raise ModelFolderError(
+            f"{model_dir / 'pytorch_model.bin'}: a pickled PyTorch checkpoint, which diplostance does not load; "
+            "save the model as safetensors (model.save_pretrained(folder), the default since transformers 4.35)"
+        )
     for shard in shards:
         for name, entry in read_safetensors_header(shard).items():
             if name.endswith(HEAD_SUFFIXES) and entry.get("shape") and entry["shape"][0] != labels.num_labels:
