@@ -18,9 +18,13 @@ on its own so one failure does not hide the others:
    stances of the trained tiny model on which the GPU's fp16/bf16 agree with the CPU's fp32.
 4. Labelling N sentences (default 20,000, articles of about 10 corpus sentences in a JSONL file)
    through label.py's whole path (`diplostance.labelling.label`: read, split, normalise, tokenise,
-   predict, write) with the BERT-base shape, `device=cuda`, in fp32, bf16 and fp16; the stock
-   `pipeline("text-classification")` on the same GPU at its best batch size (fp32 and bf16 weights);
-   the ratio; and the Ray engine with `ray.num_gpus_per_actor=1` when Ray is installed.
+   predict, write) with the BERT-base shape, `device=cuda`, in fp32, bf16 and fp16 (the default
+   feeding: worker processes split, normalise and tokenise, the predictor pads with numpy and reads
+   back once per window), and bf16 with `prepare_workers=0` (one process); the predictor's fast path
+   alone (`predict_encoded` on token ids, and `predict_proba` from text, with its attention
+   implementation); the stock `pipeline("text-classification")` on the same GPU at its best batch
+   size (fp32 and bf16 weights); the ratios; and the Ray engine with `ray.num_gpus_per_actor=1` when
+   Ray is installed.
 """
 
 from __future__ import annotations
@@ -187,37 +191,76 @@ def labelling_checks(table: Table, work: Path, bert_dir: Path, source: Path, tex
     import torch
 
     from diplostance.labelling import label
+    from diplostance.labelling.local import prepare_workers
+    from diplostance.labelling.options import LabelOptions
     from diplostance.predictors import load_predictor
 
     rates = {}
-    for precision in ("fp32", "bf16", "fp16"):
+    for precision, workers in (("fp32", None), ("bf16", None), ("fp16", None), ("bf16", 0)):
+        what = f"device=cuda precision={precision}" + ("" if workers is None else f" prepare_workers={workers}")
         try:
             predictor = load_predictor(bert_dir, device="cuda", precision=precision)
             options = {"model_dir": str(bert_dir), "inputs": [str(source)], "device": "cuda", "precision": precision}
-            options |= {"overwrite": True, "progress_bar": False}
+            options |= {"overwrite": True, "progress_bar": False, "prepare_workers": workers}
             label({**options, "output": str(work / "warm.jsonl")}, predictor=predictor)  # CUDA kernels, allocator
             started = time.perf_counter()
-            summary = label({**options, "output": str(work / f"labels-{precision}.jsonl")}, predictor=predictor)
+            out = work / f"labels-{precision}-{workers}.jsonl"
+            summary = label({**options, "output": str(out)}, predictor=predictor)
             seconds = time.perf_counter() - started
-            rates[precision] = summary.counts.sentences / seconds
-            figure = f"{rates[precision]:,.0f} sentences/s ({summary.counts.sentences} in {seconds:.1f} s)"
-            table.add("label.py, BERT-base shape", f"device=cuda precision={precision}", "ok", figure)
+            used = prepare_workers(LabelOptions.from_config({**options, "output": str(out)}), predictor)
+            rates[what] = summary.counts.sentences / seconds
+            figure = f"{rates[what]:,.0f} sentences/s ({summary.counts.sentences} in {seconds:.1f} s, {used} workers)"
+            table.add("label.py, BERT-base shape", what, "ok", figure)
             del predictor
             torch.cuda.empty_cache()
         except Exception as error:
             traceback.print_exc()
-            table.add("label.py, BERT-base shape", f"device=cuda precision={precision}", failure(error))
+            table.add("label.py, BERT-base shape", what, failure(error))
+    fast = predictor_checks(table, bert_dir, texts, sentences)
     stock = stock_pipeline(table, bert_dir, texts, min(sentences, 5000))
     if stock and rates:
         best = max(rates, key=rates.get)
         ratio = rates[best] / stock
         verdict = "target 10x met" if ratio >= 10 else "target 10x MISSED"
         table.add("label.py / stock pipeline", f"label.py {best} vs best stock", "ok", f"{ratio:.1f}x ({verdict})")
+    for name, rate in fast.items():
+        if stock:
+            table.add("predictor / stock pipeline", f"{name} vs best stock", "ok", f"{rate / stock:.1f}x")
     if rates:
         best = max(rates.values())
         verdict = "met" if best >= 20_000 else "MISSED"
         table.add("label.py target", ">= 20,000 sentences/s", verdict, f"{best:,.0f} sentences/s")
     ray_check(table, work, bert_dir, source)
+
+
+def predictor_checks(table: Table, bert_dir: Path, texts: list[str], n: int) -> dict[str, float]:
+    """The transformer predictor's fast path alone, in one process: predict_encoded on token ids (the
+    device side: numpy padding, pinned non-blocking copies, one read back) and predict_proba from text
+    (normalise and tokenise here, then the same). Sentences/s by name."""
+    import torch
+
+    from diplostance.predictors import load_predictor
+
+    sample = [texts[i % len(texts)] for i in range(n)]
+    rates = {}
+    for precision in ("bf16", "fp16"):
+        try:
+            predictor = load_predictor(bert_dir, device="cuda", precision=precision)
+            ids = predictor.encode(sample)
+            predictor.predict_encoded(ids[: 4 * predictor.batch_size])  # warm-up: kernels, allocator
+            details = f"batch {predictor.batch_size}, attention {predictor.attention}"
+            for call, data in (("predict_encoded", ids), ("predict_proba", sample)):
+                started = time.perf_counter()
+                getattr(predictor, call)(data)  # ends with the one read back: the device has finished
+                rate = n / (time.perf_counter() - started)
+                rates[f"{call} {precision}"] = rate
+                table.add("predictor (fast path)", f"{call} {precision}, {details}", "ok", f"{rate:,.0f} sentences/s")
+            del predictor
+            torch.cuda.empty_cache()
+        except Exception as error:
+            traceback.print_exc()
+            table.add("predictor (fast path)", precision, failure(error))
+    return rates
 
 
 def stock_pipeline(table: Table, bert_dir: Path, texts: list[str], n: int) -> float | None:
