@@ -360,13 +360,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # scikit-learn's OpenMP and BLAS pools (the tf-idf fits) as well
     log.info("%d thread(s) (training.num_threads=%s)", threads, cfg.training.num_threads)
-    if cfg.data.get("refit_on_train_dev") and cfg.model.kind in ("tiny", "pretrained"):  # the transformers
+    if cfg.data.get("refit_on_train_dev") and cfg.model.kind != "tfidf":  # only tf-idf is refit
         if cfg.compare_baseline and cfg.get("ensemble", False):
             raise ConfigError(
                 "data.refit_on_train_dev=true folds dev into the tf-idf baseline, so the ensemble cannot choose "
-                "its weights on dev: add ensemble=false"
+                "its weights and offsets on dev: add ensemble=false"
             )
-        log.info("data.refit_on_train_dev: the tf-idf baseline is refit on train+dev; the transformer is not")
+        log.info(
+            "data.refit_on_train_dev: the tf-idf baseline is refit on train+dev; the %s model is not", cfg.model.kind
+        )
     data = load_data(cfg.data)
     normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
     model_dir = run_dir / MODEL_SUBDIR

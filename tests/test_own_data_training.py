@@ -51,8 +51,9 @@ def test_refit_on_train_dev_folds_the_held_out_dev_share_into_the_tfidf_model(tm
     assert set(saved["options"]["selection"]) == {"Women empowerment", "Covid Vaccine"}  # chosen on dev first
 
 
-def test_refit_with_an_ensemble_is_refused_before_any_training(tmp_path):
-    cfg = compose_config("train", ["data=file", "data.refit_on_train_dev=true", *MAWQIF_LIKE])
+@pytest.mark.parametrize("model", ["tiny", "embedding"])
+def test_refit_with_an_ensemble_is_refused_before_any_training(tmp_path, model):
+    cfg = compose_config("train", [f"model={model}", "data=file", "data.refit_on_train_dev=true", *MAWQIF_LIKE])
     with pytest.raises(ConfigError, match="add ensemble=false"):
         train(cfg, tmp_path)
     assert not (tmp_path / "model").exists()
