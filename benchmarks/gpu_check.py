@@ -85,10 +85,10 @@ def train_checks(table: Table, work: Path, bert_dir: Path, quick: bool, gpus: in
     epochs = "training.epochs=2" if quick else "training.epochs=4"
     common = [epochs, "bootstrap_resamples=0", "compare_baseline=false", "training.progress_bar=false"]
     runs = {
-        "tiny fp32, class weights": [],
-        "tiny bf16": ["training.precision=bf16"],
-        "tiny fp16": ["training.precision=fp16"],
-        "tiny training=gpu (bf16)": ["training=gpu"],
+        "tiny fp32, class weights": ["model=tiny"],
+        "tiny bf16": ["model=tiny", "training.precision=bf16"],
+        "tiny fp16": ["model=tiny", "training.precision=fp16"],
+        "tiny training=gpu (bf16)": ["model=tiny", "training=gpu"],
         "pretrained BERT-base folder bf16": [
             "model=arabert",
             f"model.name_or_path={bert_dir}",
@@ -115,7 +115,7 @@ def train_checks(table: Table, work: Path, bert_dir: Path, quick: bool, gpus: in
     run_dir = work / "train" / "torchrun"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
     ok, seconds, why = run_script(
-        [*torchrun, "scripts/train.py", *common, f"hydra.run.dir={run_dir}"], work / "torchrun.log"
+        [*torchrun, "scripts/train.py", "model=tiny", *common, f"hydra.run.dir={run_dir}"], work / "torchrun.log"
     )
     figure = ""
     if ok:

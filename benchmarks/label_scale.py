@@ -35,7 +35,13 @@ from label_memory import write_articles  # noqa: E402  (benchmarks/ is not a pac
 def build_model(workdir: Path) -> Path:
     run = workdir / "train"
     if not (run / "model" / "config.json").is_file():
-        overrides = ["training=ci", "training.epochs=1", "compare_baseline=false", "bootstrap_resamples=0"]
+        overrides = [
+            "model=tiny",
+            "training=ci",
+            "training.epochs=1",
+            "compare_baseline=false",
+            "bootstrap_resamples=0",
+        ]
         command = [sys.executable, str(ROOT / "scripts" / "train.py"), *overrides, f"hydra.run.dir={run}"]
         subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
     return run / "model"

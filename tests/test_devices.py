@@ -54,5 +54,5 @@ def test_train_stops_before_any_work_on_an_impossible_precision(tmp_path):
     from diplostance.training import train
 
     with pytest.raises(DeviceError, match=r"training\.precision=fp16"):
-        train(train_config("training=ci", "training.precision=fp16"), tmp_path / "run")
+        train(train_config("model=tiny", "training=ci", "training.precision=fp16"), tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from tests.conftest import ROOT, SAFETY_TIMEOUT_S
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-SMALL = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+SMALL = ["model=tiny", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
          "model.vocab_size=800", "training.epochs=2", "training.num_threads=1", "bootstrap_resamples=0",
          "compare_baseline=false"]  # fmt: skip
 
