@@ -163,7 +163,7 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
         if fmt == "json":
             return _read_json(path)
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")  # a BOM is accepted
         if fmt == "parquet":
             return pd.read_parquet(path)
     except (ValueError, UnicodeDecodeError, OSError) as error:

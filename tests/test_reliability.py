@@ -363,3 +363,20 @@ def test_verbose_shows_the_traceback_of_a_user_error():
     verbose = run("check_regression.py", "--verbose")
     assert "Traceback" not in quiet.stderr
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr and "'metrics' is required" in verbose.stderr
+
+
+def test_a_run_folder_given_as_model_dir_suggests_its_model_folder(tmp_path):
+    from diplostance.predictors import ModelFolderError, check_model_folder
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ModelFolderError, match=r"did you mean .*model\?"):
+        check_model_folder(tmp_path)
+
+
+def test_a_jsonl_data_file_with_a_utf8_bom_is_read(tmp_path):
+    from diplostance.data import read_table
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes('\ufeff{"id": "1", "text": "ندعم اتفاقية أممية"}\n{"id": "2", "text": "عقد الاجتماع"}\n'.encode())
+    assert read_table(path, "jsonl")["id"].tolist() == ["1", "2"]

@@ -87,6 +87,10 @@ def folder_kind(model_dir: str | Path) -> str:
     for kind, module in KINDS.items():
         if (model_dir / module.CONFIG_FILE).is_file():
             return kind
+    if (model_dir / "model").is_dir() and (model_dir / "metrics.json").is_file():  # a run folder, not its model
+        raise ModelFolderError(
+            f"{model_dir}: a training run's folder, not a model folder: did you mean {model_dir / 'model'}?"
+        )
     if not (model_dir / TEXT_PROCESSING_FILE).is_file():
         raise ModelFolderError(
             f"{model_dir}: {TEXT_PROCESSING_FILE} is missing: the folder was not saved by diplostance"
