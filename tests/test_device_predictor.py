@@ -101,3 +101,17 @@ def test_an_eager_config_is_switched_to_sdpa(model_dir, tmp_path):
     config = json.loads((eager / "config.json").read_text())
     (eager / "config.json").write_text(json.dumps({**config, "_attn_implementation": "eager"}))
     assert TransformerPredictor(eager, device="cpu").attention == "sdpa"
+
+
+def test_the_batches_run_on_the_models_device_with_nothing_read_back(model_dir):
+    """With the model on `meta` under a fake mode, a CPU tensor meeting it, or any value read back to the
+    host inside the loop (.item(), .cpu(), a sync per batch), fails: the probabilities come back on meta."""
+    from tests.test_device_meta import META, OnMeta
+
+    predictor = TransformerPredictor(model_dir, batch_size=3, device="cpu")
+    on = OnMeta()
+    predictor.model, predictor.device = on.put(predictor.model), META
+    with on.active():
+        order, probs = predictor.device_proba(predictor.encode(TEXTS))
+    assert probs.device == META and probs.shape == (len(TEXTS), len(LABELS.targets), len(LABELS.polarities))
+    assert sorted(order.tolist()) == list(range(len(TEXTS)))

@@ -198,8 +198,17 @@ class TransformerPredictor:
         out = np.empty((len(ids), n_targets, n_pol), dtype=np.float32)
         if not len(ids):
             return out
+        order, probs = self.device_proba(ids)
+        out[order] = probs.cpu().numpy()  # the call's one read back to the host
+        return out
+
+    def device_proba(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, torch.Tensor]:
+        """The length order of `ids` and, on the model's device, their probabilities in that order. Nothing
+        is read back to the host here (each batch's probabilities stay on the device until the caller's
+        one copy), so the host queues batch after batch without waiting for the device."""
+        n_targets, n_pol = len(self.labels.targets), len(self.labels.polarities)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        on_device = []  # each batch's probabilities, left on the device until the end: one read back per call
+        on_device = []
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -207,8 +216,7 @@ class TransformerPredictor:
                 inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
                 logits = self.model(**inputs).logits.float()
                 on_device.append(torch.softmax(logits.view(len(batch), n_targets, n_pol), dim=-1))
-            out[order] = torch.cat(on_device).cpu().numpy()
-        return out
+            return order, torch.cat(on_device)
 
 
 def use_sdpa(model) -> None:
