@@ -68,7 +68,7 @@ def _fit_vectorizer(block: Mapping, sublinear_tf: bool, texts: Sequence[str]) ->
     return vectorizer
 
 
-def _class_probs(scores: np.ndarray, n_classes: int) -> np.ndarray:
+def class_probs(scores: np.ndarray, n_classes: int) -> np.ndarray:
     if n_classes == 1:
         return np.ones((scores.shape[0], 1))
     if n_classes == 2:  # binary logistic regression: one score for the second class
@@ -76,6 +76,21 @@ def _class_probs(scores: np.ndarray, n_classes: int) -> np.ndarray:
         return np.stack([1 - second, second], axis=1)
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def target_probs(features, weights: Mapping[str, np.ndarray], labels: LabelSpace) -> np.ndarray:
+    """(n, targets, polarities) from each target's regression in `weights` (`T.coef`, `T.intercept`,
+    `T.classes`); a target without one is uniform. Shared by the tfidf and embedding kinds."""
+    n_pol = len(labels.polarities)
+    probs = np.full((features.shape[0], len(labels.targets), n_pol), 1.0 / n_pol, dtype=np.float32)
+    for t, target in enumerate(labels.targets):
+        if f"{target}.coef" not in weights:
+            continue
+        classes = weights[f"{target}.classes"]
+        scores = features @ weights[f"{target}.coef"].T + weights[f"{target}.intercept"]
+        probs[:, t, :] = 0.0
+        probs[:, t, classes] = class_probs(np.asarray(scores), len(classes))
+    return probs
 
 
 def apply_none_offset(probs: np.ndarray, polarities: Sequence[str], offsets: Sequence[float]) -> np.ndarray:
@@ -242,10 +257,10 @@ class TfidfStanceModel:
         ]
         if n_jobs > 1:
             results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_fit_grid)(*a) for a in arguments
+                delayed(fit_target_grid)(*a) for a in arguments
             )
         else:
-            results = (_fit_grid(*a) for a in arguments)
+            results = (fit_target_grid(*a) for a in arguments)
         fits = {}
         for done, result in enumerate(results, start=1):
             _, target, x, *_ = jobs[result["job"]]
@@ -272,16 +287,7 @@ class TfidfStanceModel:
 
     def predict_proba(self, texts: Sequence[str], raw: bool = False) -> np.ndarray:
         """(n_texts, n_targets, n_polarities) probabilities; `raw` skips the `none` offsets."""
-        features = self.features(texts)
-        n_pol = len(self.labels.polarities)
-        probs = np.full((len(texts), len(self.labels.targets), n_pol), 1.0 / n_pol, dtype=np.float32)
-        for t, target in enumerate(self.labels.targets):
-            if f"{target}.coef" not in self.weights:
-                continue
-            classes = self.weights[f"{target}.classes"]
-            scores = features @ self.weights[f"{target}.coef"].T + self.weights[f"{target}.intercept"]
-            probs[:, t, :] = 0.0
-            probs[:, t, classes] = _class_probs(np.asarray(scores), len(classes))
+        probs = target_probs(self.features(texts), self.weights, self.labels)
         offsets = self.weights.get("none_offset")
         if raw or offsets is None:
             return probs
@@ -325,7 +331,7 @@ class TfidfStanceModel:
         return cls(labels, vectorizers, tensors, options)
 
 
-def _fit_grid(
+def fit_target_grid(
     job: int,
     features,
     y: np.ndarray,
@@ -335,7 +341,8 @@ def _fit_grid(
     dev_part: tuple | None,
     polarities: Sequence[str],
 ) -> dict:
-    """One target over its `C` grid, smallest `C` first, each fit warm-started from the previous one.
+    """One target over its `C` grid, smallest `C` first, each fit warm-started from the previous one
+    (with `warm_start`). `features` may be sparse (tf-idf) or dense (sentence embeddings).
 
     Returns the dev f_avg, iterations and seconds of each grid point and the weights of the best
     (ties: the smallest `C`, the stronger regularisation). Runs in a worker process: no logging here."""
@@ -381,5 +388,5 @@ def _dev_score(coef, intercept, dev_part: tuple | None, classes: np.ndarray, pol
     if dev_part is None:
         return 0.0
     dev_features, gold = dev_part
-    probs = _class_probs(np.asarray(dev_features @ coef.T + intercept), len(classes))
+    probs = class_probs(np.asarray(dev_features @ coef.T + intercept), len(classes))
     return target_f_avg(classes[probs.argmax(1)], gold, polarities)

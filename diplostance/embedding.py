@@ -13,6 +13,7 @@ to the scripts of the training text), `classifier.safetensors`, `embedding_confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from sklearn.linear_model import LogisticRegression
 
-from diplostance.baseline import _class_probs, apply_none_offset, choose_none_offsets, target_f_avg
+from diplostance.baseline import apply_none_offset, choose_none_offsets, fit_target_grid, target_probs
 from diplostance.schema import IGNORE_INDEX, LabelSpace
 
 log = logging.getLogger(__name__)
@@ -91,24 +91,9 @@ class SentenceEncoder:
         return out
 
 
-def _fit_target(features: np.ndarray, y: np.ndarray, classes: np.ndarray, c: float, options: Mapping):
-    if len(classes) == 1:
-        return np.zeros((1, features.shape[1])), np.zeros(1)
-    classifier = LogisticRegression(
-        C=c,
-        max_iter=int(options.get("max_iter", 2000)),
-        class_weight="balanced" if options.get("class_weight", True) else None,
-    )
-    classifier.fit(features, y)
-    return classifier.coef_, classifier.intercept_
-
-
-def _target_probs(features: np.ndarray, coef: np.ndarray, intercept: np.ndarray, n_classes: int) -> np.ndarray:
-    return _class_probs(features @ coef.T + intercept, n_classes)
-
-
 class EmbeddingStanceModel:
-    """Per-target logistic regressions over sentence embeddings; `weights` as saved in safetensors."""
+    """Per-target logistic regressions over sentence embeddings, fitted and applied by the tf-idf kind's
+    own per-target code (`baseline.fit_target_grid`, `baseline.target_probs`); `weights` as saved."""
 
     def __init__(self, labels: LabelSpace, weights: dict[str, np.ndarray], options: dict):
         self.labels, self.weights, self.options = labels, weights, options
@@ -136,21 +121,17 @@ class EmbeddingStanceModel:
             classes = np.unique(rows[annotated, t])
             if len(classes) == 0:
                 continue  # never annotated in training: predicted as uniform
-            fits = {c: _fit_target(features[annotated], rows[annotated, t], classes, c, options) for c in c_grid}
-            chosen = c_grid[0]
-            if len(fits) > 1:
-                on_dev = dev[:, t] != IGNORE_INDEX
-                scores = {}
-                for c, (coef, intercept) in fits.items():
-                    probs = _target_probs(dev_features[on_dev], coef, intercept, len(classes))
-                    scores[c] = target_f_avg(classes[probs.argmax(1)], dev[on_dev, t], labels.polarities)
-                best = max(scores.values())
-                chosen = min(c for c, s in scores.items() if s == best)  # ties: the stronger regularisation
-                selection[target] = {"C": chosen, "dev_f_avg_by_C": scores}
-                log.info("embedding: %s C=%s (dev f_avg %.3f)", target, chosen, best)
-            coef, intercept = fits[chosen]
-            model.weights[f"{target}.coef"] = coef.astype(np.float32)
-            model.weights[f"{target}.intercept"] = intercept.astype(np.float32)
+            on_dev = dev[:, t] != IGNORE_INDEX if use_dev else None
+            dev_part = (dev_features[on_dev], dev[on_dev, t]) if use_dev and on_dev.any() else None
+            fit = fit_target_grid(
+                t, features[annotated], rows[annotated, t], classes, c_grid, options, dev_part, labels.polarities
+            )
+            if len(c_grid) > 1:
+                scores = {c: point["dev_f_avg"] for c, point in fit["grid"].items()}
+                selection[target] = {"C": fit["C"], "dev_f_avg_by_C": scores}
+                log.info("embedding: %s C=%s (dev f_avg %.3f)", target, fit["C"], scores[fit["C"]])
+            model.weights[f"{target}.coef"] = fit["coef"].astype(np.float32)
+            model.weights[f"{target}.intercept"] = fit["intercept"].astype(np.float32)
             model.weights[f"{target}.classes"] = classes.astype(np.int64)
         offsets = [0.0] * len(labels.targets)
         if use_dev and options.get("none_offset_grid"):
@@ -167,16 +148,7 @@ class EmbeddingStanceModel:
 
     def predict_proba(self, features: np.ndarray, raw: bool = False) -> np.ndarray:
         """(n, targets, polarities) from features; `raw` skips the `none` offsets."""
-        n_pol = len(self.labels.polarities)
-        probs = np.full((len(features), len(self.labels.targets), n_pol), 1.0 / n_pol, dtype=np.float32)
-        for t, target in enumerate(self.labels.targets):
-            if f"{target}.coef" not in self.weights:
-                continue
-            classes = self.weights[f"{target}.classes"]
-            probs[:, t, :] = 0.0
-            probs[:, t, classes] = _target_probs(
-                features, self.weights[f"{target}.coef"], self.weights[f"{target}.intercept"], len(classes)
-            )
+        probs = target_probs(features, self.weights, self.labels)
         offsets = self.weights.get("none_offset")
         if raw or offsets is None:
             return probs
@@ -202,6 +174,44 @@ class EmbeddingStanceModel:
         config = json.loads((directory / EMBEDDING_CONFIG).read_text(encoding="utf-8"))
         labels = LabelSpace(tuple(config["targets"]), tuple(config["polarities"]))
         return cls(labels, load_file(str(directory / CLASSIFIER_FILE)), config["options"]), config["encoder"]
+
+
+# Per-process memo of features: (encoder weights, precision, prefix, layers, max_length) -> {text: features}
+_FEATURES: dict[tuple, dict[str, np.ndarray]] = {}
+_MAX_MEMOISED = 200_000
+
+
+def encoder_key(encoder_dir: Path) -> str:
+    """Identifies the encoder's weights whatever folder holds them (ensembles hard-link their members)."""
+    weights = Path(encoder_dir) / "model.safetensors"
+    size = weights.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with weights.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read())
+    return digest.hexdigest()
+
+
+def memo_key(encoder_dir: Path, precision: str, encoder: SentenceEncoder) -> tuple:
+    return (encoder_key(encoder_dir), precision, encoder.prefix, encoder.layers, encoder.max_length)
+
+
+def remember_features(key: tuple, texts: Sequence[str], features: np.ndarray) -> None:
+    if sum(len(m) for m in _FEATURES.values()) + len(texts) > _MAX_MEMOISED:
+        _FEATURES.clear()
+    _FEATURES.setdefault(key, {}).update(zip(texts, features, strict=True))
+
+
+def memoised_features(key: tuple, texts: Sequence[str], encoder: SentenceEncoder) -> np.ndarray:
+    """Features of normalised texts, encoding only those not seen under `key` in this process."""
+    missing = list(dict.fromkeys(t for t in texts if t not in _FEATURES.get(key, {})))
+    if missing:
+        remember_features(key, missing, encoder.encode(missing))
+    if not texts:
+        return np.zeros((0, encoder.dimension), dtype=np.float32)
+    memo = _FEATURES[key]
+    return np.stack([memo[t] for t in texts])
 
 
 def encoder_for(options: Mapping, train_texts: Sequence[str], device: str | torch.device = "cpu") -> SentenceEncoder:
@@ -236,9 +246,10 @@ def fit_embedding_model(options: Mapping, data, normalization, model_dir: str | 
     options = dict(options)
     train, dev = data.splits["train"], data.splits.get("dev")
     train_texts = [normalize(x, normalization) for x in train["text"]]
+    dev_texts = [normalize(x, normalization) for x in dev["text"]] if dev is not None else []
     encoder = encoder_for(options, train_texts)
     features = encoder.encode(train_texts)
-    dev_features = encoder.encode([normalize(x, normalization) for x in dev["text"]]) if dev is not None else None
+    dev_features = encoder.encode(dev_texts) if dev is not None else None
     encoded = time.perf_counter()
     log.info("embedding: encoded %d sentences in %.0f s", len(train) + len(dev or []), encoded - started)
     classifier_options = {k: options[k] for k in ("C", "C_grid", "none_offset_grid", "class_weight", "max_iter")}
@@ -256,6 +267,9 @@ def fit_embedding_model(options: Mapping, data, normalization, model_dir: str | 
         encoder.tokenizer.save_pretrained(Path(staging) / ENCODER_SUBDIR)
         model.save(staging, encoder_options)
         normalization.save(staging)
+    # The ensemble and the evaluations load this folder's predictor: it need not encode these again.
+    seen = features if dev_features is None else np.concatenate([features, dev_features])
+    remember_features(memo_key(Path(model_dir) / ENCODER_SUBDIR, "fp32", encoder), [*train_texts, *dev_texts], seen)
     return {
         "train_seconds": round(time.perf_counter() - started, 1),
         "encode_seconds": round(encoded - started, 1),

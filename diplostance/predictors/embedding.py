@@ -5,13 +5,13 @@ max_length, the regression options), `classifier.safetensors`, `encoder/` (a `sa
 encoder with its tokenizer) and `text_processing.json`. `precision` (fp32, bf16, or int8 on the
 CPU), `device`, `batch_size` and `num_threads` apply to the encoder; the regressions run on numpy.
 
-Features are memoised per process by (encoder weights, text): training evaluates the same dev and
-test sentences several times (the member, then the ensemble) and pays for the encoder once.
+Features are memoised per process (`diplostance.embedding.memoised_features`): training evaluates
+the same dev and test sentences several times (the member, then the ensemble) and pays for the
+encoder once; the sentences it encoded to fit the regressions are not encoded again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +26,8 @@ from diplostance.embedding import (
     ENCODER_SUBDIR,
     EmbeddingStanceModel,
     SentenceEncoder,
+    memo_key,
+    memoised_features,
 )
 from diplostance.errors import UserError
 from diplostance.predictors.folder import (
@@ -39,8 +41,6 @@ from diplostance.text import TextNormalization, normalize
 
 CONFIG_FILE = EMBEDDING_CONFIG
 PRECISIONS = ("fp32", "bf16", "int8")
-_FEATURES: dict[tuple, dict[str, np.ndarray]] = {}  # (encoder key, options) -> {normalised text: features}
-_MAX_MEMOISED = 200_000
 
 
 def check_folder(model_dir: Path, config: dict) -> LabelSpace:
@@ -71,17 +71,6 @@ def check_options(precision: str = "fp32", device: str | torch.device = "auto", 
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {list(PRECISIONS)} for an embedding model, got {precision!r}")
     check_inference_precision(precision, resolve_device(str(device)))
-
-
-def _encoder_key(encoder_dir: Path) -> str:
-    """Identifies the encoder's weights whatever folder holds them (ensembles hard-link their members)."""
-    weights = encoder_dir / "model.safetensors"
-    digest = hashlib.sha256(str(weights.stat().st_size).encode())
-    with weights.open("rb") as f:
-        digest.update(f.read(1 << 20))
-        f.seek(max(0, weights.stat().st_size - (1 << 20)))
-        digest.update(f.read())
-    return digest.hexdigest()
 
 
 class EmbeddingPredictor:
@@ -118,26 +107,11 @@ class EmbeddingPredictor:
                 model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.encoder.model = model.to(self.device)
         self.precision = precision
-        self._key = (
-            _encoder_key(encoder_dir),
-            precision,
-            self.encoder.prefix,
-            self.encoder.layers,
-            self.encoder.max_length,
-        )
+        self._key = memo_key(encoder_dir, precision, self.encoder)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         normalised = [normalize(t, self.normalization) for t in texts]
-        memo = _FEATURES.setdefault(self._key, {})
-        missing = list(dict.fromkeys(t for t in normalised if t not in memo))
-        if missing:
-            if sum(len(m) for m in _FEATURES.values()) + len(missing) > _MAX_MEMOISED:
-                _FEATURES.clear()
-                memo = _FEATURES.setdefault(self._key, {})
-            memo.update(zip(missing, self.encoder.encode(missing), strict=True))
-        if not normalised:
-            return np.zeros((0, self.encoder.dimension), dtype=np.float32)
-        return np.stack([memo[t] for t in normalised])
+        return memoised_features(self._key, normalised, self.encoder)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.predict_proba(self.features(texts)).astype(np.float32)
