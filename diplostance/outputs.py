@@ -48,6 +48,15 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: RUN_ID)
 
 
+def user_cache_dir(name: str, env_var: str) -> Path:
+    """Where derived files that are made once and reused go: $ENV_VAR, else
+    $XDG_CACHE_HOME/diplostance/NAME (XDG_CACHE_HOME defaults to ~/.cache)."""
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diplostance" / name
+
+
 # ---------------------------------------------------------------- atomic writes
 
 

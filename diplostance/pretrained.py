@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
 import struct
 import tempfile
 from collections.abc import Iterable
@@ -310,10 +309,9 @@ def file_sha256(path: str | Path) -> str:
 
 def models_cache_dir() -> Path:
     """$DIPLOSTANCE_MODELS_CACHE, or ~/.cache/diplostance/models ($XDG_CACHE_HOME respected)."""
-    env = os.environ.get("DIPLOSTANCE_MODELS_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diplostance" / "models"
+    from diplostance.outputs import user_cache_dir
+
+    return user_cache_dir("models", "DIPLOSTANCE_MODELS_CACHE")
 
 
 def e5_small_folder(cache_dir: str | Path | None = None, source: str | Path | None = None) -> Path:

@@ -38,6 +38,7 @@ import numpy as np
 
 from diplostance.errors import UserError
 from diplostance.modeling import encode_texts
+from diplostance.outputs import user_cache_dir
 from diplostance.predictors import transformer
 from diplostance.predictors.folder import ModelFolderError, inside, read_json
 from diplostance.predictors.transformer import WEIGHT_FILES
@@ -109,10 +110,7 @@ def weights_hash(model_dir: str | Path) -> str:
 
 def default_cache_dir() -> Path:
     """Where exports made on first use go: $DIPLOSTANCE_ONNX_CACHE or ~/.cache/diplostance/onnx."""
-    env = os.environ.get("DIPLOSTANCE_ONNX_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diplostance" / "onnx"
+    return user_cache_dir("onnx", "DIPLOSTANCE_ONNX_CACHE")
 
 
 def read_onnx_config(folder: Path) -> dict | None:
