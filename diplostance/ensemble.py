@@ -175,6 +175,16 @@ def save_ensemble(
     return out_dir
 
 
+def check_selection(
+    n_members: int, weights: str | Sequence[float] = "dev", select_on: str = "realistic"
+) -> list | None:
+    """Refuse selection options that cannot work (exit 2); the fixed weights, or None to search them on dev.
+    Training calls it before any model is trained, `fit_ensemble` again when it runs."""
+    if select_on not in ("realistic", "all"):
+        raise UserError(f"ensemble_selection.select_on must be 'realistic' or 'all', got {select_on!r}", exit_code=2)
+    return _fixed_weights(weights, n_members)
+
+
 def _fixed_weights(weights: str | Sequence[float], n_members: int) -> list[float] | None:
     if weights == "dev":
         return None
@@ -230,9 +240,7 @@ def fit_ensemble(
     rest favours members that fit composed wording), on all of dev otherwise; `select_on=all` uses all.
     `weights`: `dev` searches them there; `equal` (or a list, one weight per member) fixes them as a prior
     and dev chooses only the `none` offsets."""
-    if select_on not in ("realistic", "all"):
-        raise UserError(f"ensemble_selection.select_on must be 'realistic' or 'all', got {select_on!r}", exit_code=2)
-    fixed = _fixed_weights(weights, len(members))
+    fixed = check_selection(len(members), weights, select_on)
     dev = data.split("dev")
     predictors = [load_predictor(path) for path in members.values()]
     labels = predictors[0].labels

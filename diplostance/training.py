@@ -32,7 +32,7 @@ from diplostance.data import StanceData, load_data
 from diplostance.devices import trainer_feeding, trainer_precision
 from diplostance.distributed import is_main_process
 from diplostance.embedding import fit_embedding_model
-from diplostance.ensemble import fit_ensemble
+from diplostance.ensemble import check_selection, fit_ensemble
 from diplostance.errors import BadDataError, UserError
 from diplostance.evaluation import evaluate_model
 from diplostance.modeling import (
@@ -355,7 +355,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     if cfg.model.kind not in CLASSICAL_KINDS:  # an impossible precision stops before any work
         trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
     set_seed(cfg.seed)
-    ensemble_options(cfg)  # an unknown ensemble_selection key stops here, not after training
+    selection = ensemble_options(cfg)  # bad ensemble_selection options stop here, not after training
+    planned = (
+        1
+        + (cfg.compare_baseline and cfg.model.kind != "tfidf")
+        + bool(cfg.get("embedder") and cfg.model.kind != "embedding")
+    )
+    if cfg.get("ensemble", False) and planned > 1:
+        check_selection(planned, selection.get("weights", "dev"), selection.get("select_on", "realistic"))
     threads = resolve_num_threads(cfg.training.num_threads)
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # scikit-learn's OpenMP and BLAS pools (the tf-idf fits) as well

@@ -146,3 +146,13 @@ def test_an_unknown_ensemble_selection_key_stops_the_run_before_training(tmp_pat
 
     with pytest.raises(ConfigError, match="ensemble_selection"):
         train(train_config("+ensemble_selection.wieghts=dev"), tmp_path)
+
+
+def test_ensemble_weights_for_another_number_of_members_stop_the_run_before_training(tmp_path):
+    from conftest import train_config
+    from diplostance.errors import UserError
+    from diplostance.training import train
+
+    with pytest.raises(UserError, match="2 numbers"):
+        train(train_config("ensemble_selection.weights=[0.5]"), tmp_path)
+    assert not (tmp_path / "model").exists()
