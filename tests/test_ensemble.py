@@ -150,6 +150,7 @@ def test_an_unknown_ensemble_selection_key_stops_the_run_before_training(tmp_pat
 
 def test_ensemble_weights_for_another_number_of_members_stop_the_run_before_training(tmp_path):
     from conftest import train_config
+
     from diplostance.errors import UserError
     from diplostance.training import train
 
