@@ -47,7 +47,7 @@ def main(lock: str) -> int:
     for problem in sorted(problems):
         print(problem, file=sys.stderr)
     if problems:
-        print(f"{len(problems)} package(s) differ from {lock}: run 'make lock' (see README, Locked installs)", file=sys.stderr)
+        print(f"{len(problems)} package(s) differ from {lock}: see the README's 'Locked installs'", file=sys.stderr)
     return 1 if problems else 0
 
 
