@@ -148,6 +148,20 @@ def _check_fields(record: Record, labels: LabelSpace, problems: list[Problem], r
     return True
 
 
+def _check_holders(directory: Path, records: list[Record], labels: LabelSpace, problems: list[Problem]) -> None:
+    """The actor inventory (actors.yaml, when the folder has one) and the records' optional `holders`."""
+    from diplostance.actors import ACTORS_FILE, check_holders, check_inventory
+
+    path, inventory = directory / ACTORS_FILE, None
+    if path.is_file():
+        inventory, found = check_inventory(path)
+        problems.extend(Problem(path, line, rule, message) for line, rule, message in found)
+    for record in records:
+        if "holders" in record.data:
+            found = check_holders(record.data["holders"], record.data["stances"], labels.targets, inventory)
+            problems.extend(Problem(record.path, record.line, rule, message) for rule, message in found)
+
+
 def _has_int_offsets(data: dict) -> bool:
     return all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool) for k in ("start", "end"))
 
@@ -370,6 +384,7 @@ def load_corpus(directory: str | Path, seeds_dir: str | Path | None = None) -> C
         records.extend(read_jsonl(path, problems))
     registers = read_registers(directory / "schema.yaml")
     usable = [r for r in records if _check_fields(r, labels, problems, registers)]
+    _check_holders(directory, usable, labels, problems)  # actors.yaml, and each record's `holders`
     seed_texts: dict[str, str | None] = {}
     for record in usable:
         if record.data["source"] == "seed":

@@ -55,6 +55,30 @@ def pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def wise_ft(args: argparse.Namespace) -> int:
+    from diplostance.robust import wise_ft_folder
+
+    with reported_as_user_errors():  # an existing output, a folder without its start: one line, exit 2
+        record = wise_ft_folder(args.model_dir, args.alpha, args.out, args.start, args.interpolate_head)
+    print(f"wrote {args.out}: {record['start']} interpolated with {args.model_dir} at alpha {args.alpha}")
+    return 0
+
+
+def summarize(args: argparse.Namespace) -> int:
+    from diplostance.summary import summarize as write_summary
+
+    with reported_as_user_errors():  # a missing or bad labelled file, an existing --out: one line
+        data = write_summary(
+            args.files, args.out, args.articles, args.id_field, args.date_field, args.period,
+            args.bootstrap_resamples, args.seed, args.overwrite,
+        )  # fmt: skip
+    print(
+        f"wrote {args.out}: {len(data['cells'])} actor x target cells from {data['stance_bearing']} stance-bearing "
+        f"sentences, {len(data['periods'])} period rows; open {args.out}/index.html"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diplostance", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +104,30 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir", default=None, help="default: $DIPLOSTANCE_MODELS_CACHE or ~/.cache/diplostance/models"
     )
     encoder.set_defaults(run=pretrained)
+    wise = commands.add_parser(
+        "wise-ft", help="WiSE-FT: a fine-tuned model folder's encoder interpolated with its starting weights"
+    )
+    wise.add_argument("model_dir", help="a fine-tuned pretrained-kind model folder (RUN/model)")
+    wise.add_argument("--alpha", type=float, required=True, help="(1-alpha)*start + alpha*fine-tuned; 1: as trained")
+    wise.add_argument("--out", required=True, help="the new model folder (refused if it exists)")
+    wise.add_argument("--start", default=None, help="the starting model (default: the one fine_tuning.json names)")
+    wise.add_argument(
+        "--interpolate-head", action="store_true", help="also interpolate the head with the LP-FT linear probe's"
+    )
+    wise.set_defaults(run=wise_ft)
+    summary = commands.add_parser(
+        "summarize", help="per actor x target (and period) stance counts, plots and an HTML page from label.py output"
+    )
+    summary.add_argument("files", nargs="+", help="label.py's sentence records: OUT.jsonl or OUT.parquet")
+    summary.add_argument("--out", required=True, help="the summary folder (refused if it exists)")
+    summary.add_argument("--articles", default=None, help="the input articles (JSON Lines) to take dates from")
+    summary.add_argument("--id-field", default="id", help="the articles' id field (label.py's jsonl_id_field)")
+    summary.add_argument("--date-field", default="date", help="the articles' date field (YYYY-MM-DD, YYYY-MM, YYYY)")
+    summary.add_argument("--period", choices=["month", "year"], default="month")
+    summary.add_argument("--bootstrap-resamples", type=int, default=1000)
+    summary.add_argument("--seed", type=int, default=0)
+    summary.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    summary.set_defaults(run=summarize)
     labelstudio_commands.add_parser(commands)
     args = parser.parse_args(take_verbose_flag(sys.argv[1:] if argv is None else argv))
     return args.run(args)

@@ -54,11 +54,21 @@ class StanceData:
     description: str
     warnings: list[str] = field(default_factory=list)  # suspicious but legal input; reports repeat them
     refit_on_train_dev: bool = False  # data.refit_on_train_dev: tf-idf is refit on train+dev after selection
+    # What each split was read from (a report names the evaluated split's files, not every file read)
+    split_sources: dict[str, str] = field(default_factory=dict)
+    # Sentences per split and, for data files, the label counts as read and as mapped (metrics.json)
+    summary: dict = field(default_factory=dict)
+    # Gold stance holders by sentence id ({target: [actor ids]}), for the annotation records that have them
+    holders: dict = field(default_factory=dict)
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self.splits:
             raise DataConfigError(f"split '{name}' is not available in {self.description} (have {list(self.splits)})")
         return self.splits[name]
+
+    def describe(self, name: str) -> str:
+        """Where split `name` came from: its own files when known, else the whole dataset's description."""
+        return self.split_sources.get(name, self.description)
 
 
 def _to_dataset(rows: list[dict], labels: LabelSpace) -> datasets.Dataset:
@@ -108,7 +118,9 @@ def load_annotations(directory: str | Path, seeds_dir: str | Path | None = None)
             }
         )
     splits = datasets.DatasetDict({name: _to_dataset(rows, corpus.labels) for name, rows in by_split.items() if rows})
-    return StanceData(corpus.labels, splits, f"annotations in {directory}")
+    summary = {"sentences": {name: len(split) for name, split in splits.items()}}
+    holders = {r.data["id"]: r.data["holders"] for r in corpus.records if "holders" in r.data}
+    return StanceData(corpus.labels, splits, f"annotations in {directory}", summary=summary, holders=holders)
 
 
 # ---------------------------------------------------------------- external files
@@ -155,6 +167,8 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
     path = Path(to_absolute_path(str(path)))
     if not path.is_file():
         raise DataConfigError(f"{path}: data file not found")
+    if fmt == "jsonl":
+        _refuse_whole_json(path)
     try:
         if fmt in ("csv", "tsv"):
             return pd.read_csv(
@@ -171,6 +185,24 @@ def read_table(path: str | Path, fmt: str) -> pd.DataFrame:
     raise DataConfigError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
 
 
+def _refuse_whole_json(path: Path) -> None:
+    """data.format=jsonl on a JSON array (or a pandas object of columns) would read one row of numbered
+    "columns" per line: say which format the file is in instead."""
+    with path.open("rb") as f:
+        head = f.read(4096).decode("utf-8-sig", errors="replace").lstrip()
+    whole = None
+    if head.startswith("{"):  # JSON Lines starts with an object too: only a single object of columns is refused
+        try:
+            whole = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return  # several lines of objects: JSON Lines
+    if head.startswith("[") or (
+        isinstance(whole, dict) and whole and all(isinstance(column, dict) for column in whole.values())
+    ):
+        shape = "a JSON array" if head.startswith("[") else "an object of columns"
+        raise DataConfigError(f"{path}: holds {shape}, not JSON Lines (one object per line): use data.format=json")
+
+
 def _row_number(fmt: str, index: int) -> str:
     # Line numbers as a user sees them in an editor: CSV/TSV have a header line.
     if fmt in ("csv", "tsv"):
@@ -181,9 +213,11 @@ def _row_number(fmt: str, index: int) -> str:
 class _Spelling:
     """Maps a dataset's polarity spellings onto the configured polarities."""
 
-    def __init__(self, polarities: tuple[str, ...], polarity_map: Mapping):
+    def __init__(self, polarities: tuple[str, ...], polarity_map: Mapping, origins: Mapping[str, str] | None = None):
         self.polarities = polarities
         self.aliases = {str(k).strip().lower(): v for k, v in (polarity_map or {}).items()}
+        # where each alias was given (the map file or data.polarity_map): named when a map merges two labels
+        self.origins = {str(k).strip().lower(): v for k, v in (origins or {}).items()}
         bad = sorted({v for v in self.aliases.values() if v not in polarities})
         if bad:
             raise DataConfigError(
@@ -212,6 +246,24 @@ def _require_columns(frame: pd.DataFrame, names: list[str], path: str) -> None:
         )
 
 
+@dataclass
+class _Tally:
+    """Labelled rows per spelling as read and per label as mapped (data.polarity_map, data.target_map)."""
+
+    polarity_read: Counter = field(default_factory=Counter)  # spelling as written (stripped) -> rows
+    polarity_mapped: Counter = field(default_factory=Counter)
+    polarity_sources: dict = field(default_factory=dict)  # spelling, case-folded -> (as first written, polarity)
+    target_read: Counter = field(default_factory=Counter)
+    target_mapped: Counter = field(default_factory=Counter)
+    target_sources: dict = field(default_factory=dict)  # target name as read -> name used
+
+    def summary(self) -> dict:
+        return {
+            "polarity": {"as_read": dict(self.polarity_read), "mapped": dict(self.polarity_mapped)},
+            "target": {"as_read": dict(self.target_read), "mapped": dict(self.target_mapped)},
+        }
+
+
 def _rows_from_frame(
     frame: pd.DataFrame, path: str, cfg: Mapping, spell: _Spelling, split: str, warnings: list[str] | None = None
 ) -> list[dict]:
@@ -225,6 +277,7 @@ def _rows_from_frames(
     spell: _Spelling,
     split: str,
     warnings: list[str] | None = None,
+    tally: _Tally | None = None,
 ) -> list[dict]:
     """Rows as {id, doc_id, text, source, stances, where} whatever the layout.
 
@@ -232,11 +285,16 @@ def _rows_from_frames(
     row of that table labels it, and the table needs no target column. A sentence given
     twice (same id, or same text, in one table or across tables) must carry the same
     labels: conflicting labels are an error naming both lines, a repeat with the same
-    labels a warning.
+    labels a warning. Without data.columns.id a column named `id` names the sentences
+    (ids in predictions.jsonl) when its values are unique; sentences are then still
+    grouped by text. `tally` counts the labels as read and as mapped.
     """
     fmt, layout, columns = cfg["format"], cfg["layout"], cfg["columns"]
-    target_map = mapping_option(cfg, "target_map")
+    target_map, target_origins = mapping_with_origins(cfg, "target_map")
+    tally = tally if tally is not None else _Tally()
     id_col, doc_col, source_col = columns.get("id"), columns.get("doc_id"), columns.get("source")
+    # a field named `id` when data.columns.id is not given: the record's name, not its grouping key
+    id_field = None if id_col else "id"
     default_source = str(cfg.get("source") or "external")
     problems: list[str] = []
     repeats: list[tuple[str, str]] = []  # (where, where first given)
@@ -248,18 +306,30 @@ def _rows_from_frames(
 
     def polarity(value, where: str, target: str):
         try:
-            return spell(value)
+            mapped = spell(value)
         except KeyError:
             problems.append(
                 f"{where}: unknown polarity {value!r} for target '{target}' "
                 f"(known: {list(spell.polarities)}; add it to data.polarity_map or data.polarity_map_file)"
             )
             return None
+        if mapped is not None:
+            written = str(value).strip()
+            tally.polarity_read[written] += 1
+            tally.polarity_mapped[mapped] += 1
+            tally.polarity_sources.setdefault(written.lower(), (written, mapped))
+        return mapped
 
-    def assign(record: dict, key: str, target: str, value: str | None, where: str) -> None:
+    def assign(record: dict, key: str, read_as: str, value, where: str) -> None:
+        """Record the label `value` (as written) that row `where` gives target `read_as` (as named in the data)."""
+        target = target_map.get(read_as, read_as)
+        tally.target_sources.setdefault(read_as, target)
+        value = polarity(value, where, target)
         if value is None:  # an empty cell: this row does not annotate the target
             record["stances"].setdefault(target, None)
             return
+        tally.target_read[read_as] += 1
+        tally.target_mapped[target] += 1
         votes.setdefault((key, target), []).append((where, value))
         first = given.setdefault((key, target), (where, value))
         if first[0] == where:
@@ -304,15 +374,15 @@ def _rows_from_frames(
                     "stances": {},
                     "where": where,
                     "lines": {},
+                    "named": _cell_text(row.get(id_field)) if id_field else None,
                 },
             )
             if record["text"] != text:
                 problems.append(f"{where}: id {key!r} has another text at {record['where']} (ids must be unique)")
                 continue
             if layout == "long":
-                target = file_target if file_target is not None else str(row[columns["target"]]).strip()
-                target = target_map.get(target, target)
-                assign(record, key, target, polarity(row[columns["stance"]], where, target), where)
+                read_as = file_target if file_target is not None else str(row[columns["target"]]).strip()
+                assign(record, key, read_as, row[columns["stance"]], where)
                 continue
             if columns.get("targets"):
                 _require_columns(frame, list(columns["targets"]), path)
@@ -330,8 +400,7 @@ def _rows_from_frames(
                     problems.append(f"{where}: column '{columns['stances']}' must hold an object, got {raw!r}")
                     continue
             for name, value in raw.items():
-                target = target_map.get(name, name)
-                assign(record, key, target, polarity(value, where, target), where)
+                assign(record, key, str(name), value, where)
     resolved: list[tuple[str, str, int]] = []  # (where first given, target, rows) per conflict data.duplicates resolved
     for key, target in sorted(conflicts):
         record, given_votes = records[key], votes[(key, target)]
@@ -361,6 +430,9 @@ def _rows_from_frames(
                         )
                     elif value is not None and value == other:
                         repeats.append((record["where"], first["where"]))
+    # Before the problems: a map that merges two labels explains the conflicts it causes. The tally holds
+    # every split read so far, so a merge across splits is found too.
+    check_merging_maps(tally, spell, target_origins, bool(cfg.get("allow_merging_maps", False)))
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data:\n" + "\n".join(problems))
     if repeats and warnings is not None:
@@ -374,9 +446,73 @@ def _rows_from_frames(
             f"{len(resolved)} sentence/target pair(s) had conflicting labels over {sum(n for *_, n in resolved)} "
             f"row(s), resolved by data.duplicates={rule} (first: target '{resolved[0][1]}' at {resolved[0][0]})"
         )
+    named = [record.pop("named") for record in records.values()]
+    if id_field and all(named) and len(set(named)) == len(named):  # the file's own ids, when they name sentences
+        for record, name in zip(records.values(), named, strict=True):
+            record["id"] = name
+    elif id_field and any(named):
+        log.info("%s: the '%s' field does not name each sentence once: ids are generated", tables[0][1], id_field)
     for record in records.values():
         record["doc_id"] = record["doc_id"] or record["id"]
     return list(records.values())
+
+
+def _cell_text(value) -> str | None:
+    """A cell as text; None for a missing or empty one."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value).strip() or None
+
+
+MERGE_FIX = "fix the map, or set data.allow_merging_maps=true if merging them is meant"
+# configs/data/file.yaml's polarity_map: synonyms meant to be merged (`FAVOR` and `with` are one polarity).
+# Any other entry that sends a spelling onto a polarity the data also spells otherwise is a merge to refuse.
+SHIPPED_POLARITY_SYNONYMS = {
+    **dict.fromkeys(("with", "pro", "support", "favour"), "favor"),
+    **dict.fromkeys(("con", "anti", "oppose"), "against"),
+    **dict.fromkeys(("neither", "neutral"), "none"),
+}
+
+
+def check_merging_maps(tally: _Tally, spell: _Spelling, target_origins: Mapping, allow: bool) -> None:
+    """Refuse a polarity or target map that sends two of the data's labels to one (mapping `against`'s
+    spelling to `favor` turns every `against` into `favor`), unless data.allow_merging_maps says it is meant.
+
+    The shipped polarity synonyms merge by design; a map entry of the user's (a map file, a data config's
+    polarity_map) must not send a spelling onto a polarity that another spelling of the data also gives."""
+    if allow:
+        return
+    polarity_rows = Counter()
+    for written, rows in tally.polarity_read.items():
+        polarity_rows[written.lower()] += rows
+
+    def users_entry(key: str) -> bool:
+        return key in spell.aliases and SHIPPED_POLARITY_SYNONYMS.get(key) != spell.aliases[key]
+
+    by_polarity: dict[str, list[str]] = {}
+    for key, (_written, polarity) in tally.polarity_sources.items():
+        by_polarity.setdefault(polarity, []).append(key)
+    for polarity, keys in by_polarity.items():
+        mapped = [k for k in keys if users_entry(k)]
+        if len(keys) > 1 and mapped:
+            keys = sorted(keys, key=lambda k: k not in mapped)  # a user's entry first: it is the one to check
+            origin = spell.origins.get(mapped[0], "data.polarity_map")
+            first, second = (tally.polarity_sources[k][0] for k in keys[:2])
+            raise DataConfigError(
+                f"{origin}: maps the data's polarity spellings {first!r} ({polarity_rows[keys[0]]} row(s)) and "
+                f"{second!r} ({polarity_rows[keys[1]]} row(s)) to the one polarity {polarity!r}: {MERGE_FIX}"
+            )
+    by_target: dict[str, list[str]] = {}
+    for name in tally.target_read:  # targets that label at least one row
+        by_target.setdefault(tally.target_sources[name], []).append(name)
+    for target, names in by_target.items():
+        if len(names) > 1:
+            origin = next((target_origins[n] for n in names if n in target_origins), "data.target_map")
+            first, second = names[:2]
+            raise DataConfigError(
+                f"{origin}: maps the data's targets {first!r} ({tally.target_read[first]} row(s)) and {second!r} "
+                f"({tally.target_read[second]} row(s)) to the one target {target!r}: {MERGE_FIX}"
+            )
 
 
 def _resolve(votes: list[tuple[str, str]], rule: str) -> str | None:
@@ -421,11 +557,26 @@ def mapping_option(cfg: Mapping, name: str) -> dict[str, str]:
 
     A file is the way to give keys a Hydra override cannot spell: Arabic words, names with spaces.
     """
-    merged = {str(k): v for k, v in (cfg.get(name) or {}).items()}
+    return mapping_with_origins(cfg, name)[0]
+
+
+def mapping_with_origins(cfg: Mapping, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`mapping_option`, and where each entry was given: the map file's path or `data.<name>`."""
+    merged = mapping_entries(cfg, name)
+    origins = dict.fromkeys(merged, f"data.{name}")
     file = cfg.get(f"{name}_file")
-    if not file:
-        return merged
-    path = Path(to_absolute_path(str(file)))
+    if file:
+        from_file = mapping_entries(cfg, name, file_only=True)
+        merged.update(from_file)
+        origins.update(dict.fromkeys(from_file, str(Path(to_absolute_path(str(file))))))
+    return merged, origins
+
+
+def mapping_entries(cfg: Mapping, name: str, file_only: bool = False) -> dict[str, str]:
+    """data.<name>'s own entries, or (file_only) those of the file data.<name>_file."""
+    if not file_only:
+        return {str(k): v for k, v in (cfg.get(name) or {}).items()}
+    path = Path(to_absolute_path(str(cfg.get(f"{name}_file"))))
     if not path.is_file():
         raise DataConfigError(f"{path}: data.{name}_file not found")
     try:
@@ -437,8 +588,7 @@ def mapping_option(cfg: Mapping, name: str) -> dict[str, str]:
             f"{path}: data.{name}_file must map each spelling to a name, as in `Against: against` "
             f"(got {type(loaded).__name__})"
         )
-    merged.update({str(k).strip(): v.strip() for k, v in loaded.items()})
-    return merged
+    return {str(k).strip(): v.strip() for k, v in loaded.items()}
 
 
 def data_files(spec, option: str) -> list[str]:
@@ -479,31 +629,39 @@ def load_file_data(cfg: Mapping) -> StanceData:
     if target_from == "filename" and layout != "long":
         raise DataConfigError("data.target_from=filename needs data.layout=long (one stance column per file)")
     polarities = tuple(cfg["polarities"])
-    spell = _Spelling(polarities, mapping_option(cfg, "polarity_map"))
+    spell = _Spelling(polarities, *mapping_with_origins(cfg, "polarity_map"))
     warnings: list[str] = []
     given = {name: cfg.get(name) for name in ("train", "dev", "test") if cfg.get(name)}
     read: list[str] = []
+    tally = _Tally()
+    sources: dict[str, str] = {}  # split -> what it was read from
     if cfg.get("path"):
         if given:
             raise DataConfigError(
                 "give either data.path (one file, split with a seed) or data.train/dev/test, not both"
             )
         tables, read = _read_tables(cfg["path"], "path", cfg)
-        rows = _rows_from_frames(tables, cfg, spell, "all", warnings)
+        rows = _rows_from_frames(tables, cfg, spell, "all", warnings, tally)
         fractions = {"test": cfg["test_fraction"], "dev": cfg["dev_fraction"]}
         by_split = _seeded_split(rows, fractions, cfg["split_by"], cfg["seed"])
+        sources = {name: f"the seeded {name} share of {_files_text(fmt, read)}" for name in by_split}
     elif given:
         by_split = {}
         for name, spec in given.items():
             tables, files = _read_tables(spec, name, cfg)
-            by_split[name] = _rows_from_frames(tables, cfg, spell, name, warnings)
+            by_split[name] = _rows_from_frames(tables, cfg, spell, name, warnings, tally)
             read += files
+            sources[name] = _files_text(fmt, files)
         if "train" in by_split and "dev" not in by_split and cfg.get("dev_fraction", 0) > 0:
             by_split.update(
                 _seeded_split(by_split.pop("train"), {"dev": cfg["dev_fraction"]}, cfg["split_by"], cfg["seed"])
             )
+            sources["dev"] = f"the held-out dev share of {sources['train']}"
     else:
         raise DataConfigError("data=file needs data.train (and optionally data.dev, data.test) or data.path")
+    for kind in ("polarity", "target"):
+        counts = tally.summary()[kind]
+        log.info("%s labels as read %s; as mapped %s", kind, counts["as_read"], counts["mapped"])
 
     found = tuple(dict.fromkeys(t for rows in by_split.values() for r in rows for t in r["stances"]))
     targets = tuple(cfg["targets"]) if cfg.get("targets") else found
@@ -528,9 +686,15 @@ def load_file_data(cfg: Mapping) -> StanceData:
             if rows
         }
     )
-    shown = sorted(set(read)) if len(set(read)) <= 6 else [*sorted(set(read))[:3], f"... {len(set(read))} files"]
-    description = f"{fmt} files {shown}"
-    return StanceData(labels, splits, description, warnings)
+    summary = {"sentences": {name: len(split) for name, split in splits.items()}, "labels": tally.summary()}
+    return StanceData(labels, splits, _files_text(fmt, read), warnings, split_sources=sources, summary=summary)
+
+
+def _files_text(fmt: str, files: list[str]) -> str:
+    """`csv files [a, b]`, at most six names shown."""
+    unique = sorted(set(files))
+    shown = unique if len(unique) <= 6 else [*unique[:3], f"... {len(unique)} files"]
+    return f"{fmt} files {shown}"
 
 
 MIN_TARGET_ROWS = 3  # fewer annotated training rows than this: more likely a typo than a target

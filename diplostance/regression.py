@@ -62,12 +62,27 @@ def read_json(path: str | Path, what: str) -> dict:
     return data
 
 
+def main_model_metrics(metrics: dict) -> dict:
+    """The figures of a run's main model (its `model/` folder, named by config.model.name): the model a
+    baseline entry is for and the one the gate retrains.
+
+    A training run's metrics.json holds its headline model's figures at the top level (the ensemble's,
+    when the run has one) and the main model's under `model`; an evaluation's, a gate mean's or an
+    older run's hold only the top level, which is then the main model's."""
+    main = metrics.get("model")
+    if isinstance(main, dict) and "targets" in main:
+        return {**metrics, **main}
+    return metrics
+
+
 def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
-    """The gated figures of a metrics.json; a missing, non-finite or out-of-range one is an error.
+    """The gated figures of a metrics.json (its main model's); a missing, non-finite or out-of-range one is
+    an error.
 
     Every gated figure is an F1 average, so it lies in [0, 1]: Infinity, NaN (which JSON
     parsers accept) or 1.5 mean a broken metrics file, never a pass or a plain regression.
     """
+    metrics = main_model_metrics(metrics)
 
     def number(value, name):
         if value is None and name in present:
@@ -97,7 +112,8 @@ def gated_figures(metrics: dict, source: str = "metrics") -> dict[str, float]:
 
 
 def bootstrap_std(metrics: dict) -> dict[str, float]:
-    """Standard errors of the gated figures from the 95% bootstrap intervals."""
+    """Standard errors of the gated figures (the main model's) from the 95% bootstrap intervals."""
+    metrics = main_model_metrics(metrics)
     out = {}
     for prefix, block in (("", metrics), ("seed_slice/", metrics.get("seed_slice") or {})):
         boot = block.get("bootstrap")

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from diplostance.errors import BadDataError, UserError
+from diplostance.regression import main_model_metrics
 
 MAX_ERRORS_SHOWN = 40
 # Slices of real or realistic text, in the order reports lead with them.
@@ -92,6 +93,20 @@ def _members(ensemble: dict) -> str:
     return ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights, strict=False)) or "see ensemble/"
 
 
+def _label_mapping(labels: dict) -> str:
+    """A line with the labelled rows per spelling as read and per label as mapped, where a map changed them."""
+    changed = [
+        f"{kind} {_counts(counts['as_read'])} → {_counts(counts['mapped'])}"
+        for kind, counts in labels.items()
+        if counts.get("as_read") != counts.get("mapped")
+    ]
+    return "Labelled rows as read → as mapped (data maps): " + "; ".join(changed) + "." if changed else ""
+
+
+def _counts(counts: dict) -> str:
+    return "{" + ", ".join(f"{name}: {n}" for name, n in counts.items()) + "}"
+
+
 def write_report(
     path: Path,
     title: str,
@@ -114,6 +129,9 @@ def write_report(
         + (" (" + ", ".join(f"{name}: {s['sentences']}" for name, s in slices.items()) + ")." if slices else "."),
         "",
     ]
+    mapped = _label_mapping(metrics.get("data_summary", {}).get("labels", {}))
+    if mapped:
+        parts += [mapped, ""]
     # Only data that says it is composed gets the warning: a file's own slices (`external`, a source column's
     # values) are the user's text, usually real.
     if slices and set(slices) <= set(COMPOSED_SLICES):
@@ -166,6 +184,10 @@ def write_report(
     parts += ["", "## Per-label metrics (all)", "", per_label_table(metrics)]
     for warning in metrics.get("warnings", []):
         parts += ["", f"> Warning: {warning}"]
+    if metrics.get("holders"):  # the stance-holder model on the gold holders (diplostance.holders)
+        from diplostance.holders import holder_report_lines
+
+        parts += holder_report_lines(metrics["holders"])
     parts += ["", "## Confusion matrices", ""]
     for (target, scores), plot in zip(metrics["targets"].items(), plots, strict=True):
         parts += [
@@ -199,6 +221,36 @@ def write_report(
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
 
 
+MEMBER_BLOCKS = (("model", "main model"), ("baseline", "tfidf baseline"), ("embedder", "embedding classifier"))
+
+
+def headline_lines(metrics: dict, run_dir: str | Path) -> list[str]:
+    """The console's last lines after training: the headline model (the ensemble when the run has one: what
+    to use), its folder and its test score, then the other models of the run with theirs."""
+    run_dir = Path(run_dir)
+    ci = (metrics.get("bootstrap") or {}).get("macro_f_avg")
+    interval = f" (95% CI [{_fmt(ci[0])}, {_fmt(ci[1])}])" if ci else ""
+    name = (metrics.get("config") or {}).get("model", {}).get("name", "model")
+    if metrics.get("headline") == "ensemble":
+        members = " + ".join((metrics.get("ensemble", {}).get("choice") or {}).get("members") or [])
+        title = f"the ensemble ({members})" if members else "the ensemble"
+    else:
+        title = name
+    lines = [
+        f"headline model: {title}, test macro_f_avg {_fmt(metrics.get('macro_f_avg'))}{interval} "
+        f"on split `{metrics.get('split', 'test')}`",
+        f"  folder: {metrics.get('model_dir', run_dir / 'model')}",
+    ]
+    others = [
+        f"{label if key != 'model' else name} {_fmt(metrics[key]['macro_f_avg'])}"
+        for key, label in MEMBER_BLOCKS
+        if metrics.get("headline") == "ensemble" and isinstance(metrics.get(key), dict)
+    ]
+    if others:
+        lines.append("  its members, test macro_f_avg: " + ", ".join(others) + f" (metrics.json in {run_dir})")
+    return lines
+
+
 def sweep_table(directory: str | Path) -> str:
     """One comparison table over every run folder (holding metrics.json) under `directory`."""
     directory = Path(directory)
@@ -212,7 +264,8 @@ def sweep_table(directory: str | Path) -> str:
             overrides_path.read_text(encoding="utf-8").strip().replace("\n", " ") if overrides_path.is_file() else ""
         )
         try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            # a run's row is its main model's (model/); its ensemble/ and embedder/ folders have rows of their own
+            metrics = main_model_metrics(json.loads(metrics_path.read_text(encoding="utf-8")))
             metrics["targets"].items()
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise BadDataError(f"{metrics_path}: not a readable metrics.json ({error})") from error

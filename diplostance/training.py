@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,12 +29,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from diplostance.baseline import TfidfStanceModel
 from diplostance.data import StanceData, load_data
-from diplostance.devices import trainer_feeding, trainer_precision
+from diplostance.devices import check_training_device, load_aware_threads, trainer_feeding, trainer_precision
 from diplostance.distributed import is_main_process
 from diplostance.embedding import fit_embedding_model
 from diplostance.ensemble import check_selection, fit_ensemble
 from diplostance.errors import BadDataError, UserError
 from diplostance.evaluation import evaluate_model
+from diplostance.holders import fit_for_run, save_holders
 from diplostance.modeling import (
     StanceLoss,
     build_tiny_model,
@@ -46,6 +47,7 @@ from diplostance.modeling import (
 from diplostance.outputs import atomic_directory, atomic_write_text
 from diplostance.pretrained import restrict_vocabulary
 from diplostance.reports import per_label_table, summary_table
+from diplostance.robust import apply_wise_ft, input_prefix, prepare_model, save_trained
 from diplostance.schema import LabelSpace
 from diplostance.scoring import stance_scores
 from diplostance.text import TextNormalization, normalize
@@ -74,9 +76,9 @@ def require_finite_losses(log_history: list[dict], train_rows: int) -> None:
                 )
 
 
-def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max_length: int):
+def _tokenize(data: StanceData, tokenizer, normalization: TextNormalization, max_length: int, prefix: str = ""):
     def encode(batch):
-        encoded = encode_texts(tokenizer, batch["text"], normalization, max_length)
+        encoded = encode_texts(tokenizer, batch["text"], normalization, max_length, prefix)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
@@ -160,7 +162,7 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
     m, t = cfg.model, cfg.training
     if "dev" not in data.splits:
         raise ConfigError("training needs a dev split for early stopping: add data.dev or set data.dev_fraction > 0")
-    pretraining = {}
+    pretraining, fine_tuning, start_head, prefix = {}, {}, None, ""
     if m.kind == "tiny":
         # Unlabelled text for the vocabulary and the MLM pre-training: never the split being evaluated.
         text_splits = ["train", *(["dev"] if m.get("unlabelled_text", "train") == "train_dev" else [])]
@@ -173,13 +175,21 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
         tokenizer, model = load_pretrained(m.name_or_path, data.labels, m.get("revision"), m.trust_remote_code)
         if m.get("restrict_vocabulary"):  # lossless for text in the training text's Unicode pages
             texts = [normalize(x, normalization) for x in data.splits["train"]["text"]]
-            model, tokenizer = restrict_vocabulary(model, tokenizer, texts)
+            held_out = [
+                normalize(x, normalization) for s in ("dev", "test") if s in data.splits for x in data.splits[s]["text"]
+            ]
+            model, tokenizer = restrict_vocabulary(
+                model, tokenizer, texts, held_out, data.warnings, "model.restrict_vocabulary"
+            )
         if m.get("freeze_embeddings"):
             for parameter in model.get_input_embeddings().parameters():
                 parameter.requires_grad_(False)
+        # model.pooling, lp_ft, freeze_layers (diplostance.robust); mean pooling reads `model.prefix` + text
+        model, fine_tuning, start_head = prepare_model(model, tokenizer, m, data, normalization, t.max_length)
+        prefix = input_prefix(m)
     else:
         raise ConfigError(f"model.kind must be 'tiny', 'pretrained', 'tfidf' or 'embedding', got {m.kind!r}")
-    encoded = _tokenize(data, tokenizer, normalization, t.max_length)
+    encoded = _tokenize(data, tokenizer, normalization, t.max_length, prefix)
     weights = class_weights_from_labels(data.splits["train"]["labels"], data.labels) if t.class_weights else None
     trainer = Trainer(
         model=model,
@@ -194,6 +204,7 @@ def build_trainer(cfg: DictConfig, data: StanceData, normalization: TextNormaliz
     )
     trainer.class_weights = weights  # kept for metrics.json
     trainer.pretraining = pretraining
+    trainer.fine_tuning, trainer.start_head, trainer.encoded_splits = fine_tuning, start_head, encoded
     return trainer
 
 
@@ -214,14 +225,19 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     require_finite_losses(trainer.state.log_history, len(data.splits["train"]))
+    if cfg.model.kind == "pretrained":  # WiSE-FT (model.wise_ft), on every rank: all keep the same weights
+        trainer.fine_tuning["wise_ft"] = apply_wise_ft(trainer, cfg.model, data, cfg.eval_split)
     if not trainer.is_world_process_zero():  # under DDP every rank trains; rank 0 alone writes
         return {}
     model_dir = run_dir / MODEL_SUBDIR
     # The best checkpoint (load_best_model_at_end). save_pretrained rather than Trainer.save_model, which
     # adds training_args.bin, a pickle: model folders must load without executing code.
     with atomic_directory(model_dir) as staging:  # the model folder appears only once complete
-        trainer.model.save_pretrained(staging)
-        trainer.processing_class.save_pretrained(staging)
+        if cfg.model.kind == "pretrained":  # with fine_tuning.json; pooling=mean: an embedding-kind folder
+            save_trained(trainer, cfg.model, data.labels, staging, cfg.training.max_length)
+        else:
+            trainer.model.save_pretrained(staging)
+            trainer.processing_class.save_pretrained(staging)
         normalization.save(staging)
     weights = trainer.class_weights
     return {
@@ -235,6 +251,7 @@ def train_transformer(cfg: DictConfig, data: StanceData, normalization: TextNorm
         "precision": cfg.training.get("precision", "fp32"),
         "class_weights": weights.tolist() if weights is not None else None,
         **trainer.pretraining,
+        **({"fine_tuning": trainer.fine_tuning} if trainer.fine_tuning else {}),
     }
 
 
@@ -273,12 +290,12 @@ def resolve_num_threads(setting) -> int:
     it), else min(4, cores, cores minus the 1-minute load average, at least 1). Threads beyond the free
     cores of a shared machine cost far more than they give (17x slower on a busy 2-core machine)."""
     if setting not in (None, "auto"):
-        return int(setting)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        return int(os.environ["OMP_NUM_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    free = cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
-    return max(1, min(4, cores, round(free)))
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+            raise ConfigError(
+                f"training.num_threads must be a whole number >= 1, or null for the load-aware default; got {setting!r}"
+            )
+        return setting
+    return load_aware_threads()
 
 
 def train_tfidf(cfg: Mapping, data: StanceData, normalization: TextNormalization, model_dir: Path) -> dict:
@@ -346,14 +363,23 @@ def _model_card(model_dir: Path, cfg: DictConfig, data: StanceData, metrics: dic
     atomic_write_text(model_dir / "README.md", "\n".join(card))
 
 
+# The figures metrics.json holds at its top level for the headline model, and under `model` for the main one
+HEADLINE_FIGURES = (
+    *("macro_f_avg", "macro_f1", "num_examples", "targets"),
+    *("bootstrap", "slices", "seed_slice", "model_dir"),
+)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     """Train the configured model, evaluate it on `cfg.eval_split`, write every output.
 
     Under torchrun / accelerate launch every rank trains (DDP) and rank 0 alone writes, evaluates
     and returns the metrics; the other ranks return None."""
     started = time.perf_counter()
+    check_training_device(cfg.training)  # training=gpu without a GPU stops here
     if cfg.model.kind not in CLASSICAL_KINDS:  # an impossible precision stops before any work
         trainer_precision(cfg.training.get("precision", "fp32"), cfg.training.use_cpu)
+        explain_new_head_report()
     set_seed(cfg.seed)
     selection = ensemble_options(cfg)  # bad ensemble_selection options stop here, not after training
     planned = (
@@ -377,18 +403,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
             "data.refit_on_train_dev: the tf-idf baseline is refit on train+dev; the %s model is not", cfg.model.kind
         )
     data = load_data(cfg.data)
+    holder_model, holder_facts = fit_for_run(cfg.get("holders"), data)  # stance holders (diplostance.holders)
     normalization = TextNormalization.from_dict(OmegaConf.to_container(cfg.text_processing), "text_processing")
     model_dir = run_dir / MODEL_SUBDIR
     if cfg.model.kind in CLASSICAL_KINDS:
         if not is_main_process():  # nothing to distribute: rank 0 alone fits a tfidf or embedding model
             return None
         facts = train_classical(cfg.model, data, normalization, model_dir)
+        data.warnings.extend(grid_edge_warnings(facts, f"model.{cfg.model.kind}.C_grid"))
     else:
         facts = train_transformer(cfg, data, normalization, run_dir)
         if not is_main_process():  # the baseline, the evaluation and the reports: rank 0 only
             return None
 
     def evaluate_member(folder: Path, title: str) -> dict:
+        save_holders(holder_model, folder / MODEL_SUBDIR, holder_facts)  # holders.json beside each model
         return evaluate_model(
             folder / MODEL_SUBDIR,
             data,
@@ -405,13 +434,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     baseline = None
     if cfg.compare_baseline and cfg.model.kind != "tfidf":
         baseline_dir = run_dir / "baseline"
-        train_classical(cfg.baseline, data, normalization, baseline_dir / MODEL_SUBDIR)
+        baseline_facts = train_classical(cfg.baseline, data, normalization, baseline_dir / MODEL_SUBDIR)
+        data.warnings.extend(grid_edge_warnings(baseline_facts, f"baseline.{cfg.baseline.kind}.C_grid"))
         baseline = evaluate_member(baseline_dir, "tfidf baseline")
+        baseline["training"] = baseline_facts
         members["tfidf"] = baseline_dir / MODEL_SUBDIR
     embedder = None
     if cfg.get("embedder") and cfg.model.kind != "embedding":
         embedder_dir = run_dir / "embedder"
         embedder_facts = train_classical(cfg.embedder, data, normalization, embedder_dir / MODEL_SUBDIR)
+        data.warnings.extend(grid_edge_warnings(embedder_facts, f"embedder.{cfg.embedder.kind}.C_grid"))
         embedder = evaluate_member(embedder_dir, f"embedding classifier: {cfg.embedder.name}")
         embedder["training"] = embedder_facts
         members["embedding"] = embedder_dir / MODEL_SUBDIR
@@ -423,7 +455,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
         ensemble = evaluate_member(ensemble_dir, "ensemble: " + " + ".join(members))
         ensemble["choice"] = vars(choice)
 
-    metrics = evaluate_model(
+    save_holders(holder_model, model_dir, holder_facts)
+    main = evaluate_model(
         model_dir,
         data,
         cfg.eval_split,
@@ -435,16 +468,81 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
         ensemble=ensemble,
         embedder=embedder,
     )
+    # metrics.json: the headline model's figures at the top level (the ensemble's when the run has one: the
+    # model to use, the one report.md leads with), and each model of the run under its folder's name.
+    headline = ensemble or main
+    metrics = {k: headline[k] for k in HEADLINE_FIGURES if k in headline}
+    metrics.update({k: v for k, v in main.items() if k not in HEADLINE_FIGURES})
+    metrics["headline"] = "ensemble" if ensemble else "model"
+    metrics["model"] = {k: main[k] for k in HEADLINE_FIGURES if k in main}
     metrics["training"] = {**facts, "num_threads": threads, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["config"] = OmegaConf.to_container(cfg, resolve=True)
-    keys = ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices")
+    keys = ("macro_f_avg", "macro_f1", "targets", "seed_slice", "slices", "model_dir")
     if baseline:
-        metrics["baseline"] = {k: baseline[k] for k in keys if k in baseline}
+        metrics["baseline"] = {k: baseline[k] for k in (*keys, "training") if k in baseline}
     if embedder:
         metrics["embedder"] = {k: embedder[k] for k in (*keys, "training") if k in embedder}
     if ensemble:
         metrics["ensemble"] = {k: ensemble[k] for k in (*keys, "choice") if k in ensemble}
-    metrics["headline"] = "ensemble" if ensemble else "model"  # the model report.md leads with
-    _model_card(model_dir, cfg, data, metrics)
+    if holder_model is not None or holder_facts.get("note"):
+        metrics.setdefault("holders", {})["fit"] = holder_facts
+    _model_card(model_dir, cfg, data, main)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # last: marks a finished run
     return metrics
+
+
+def grid_edge_warnings(facts: dict, option: str) -> list[str]:
+    """Warnings for a C chosen on dev at an end of its grid, scoring better there than the next C (marked in
+    the selection block too): the best C may lie beyond the grid (C=16, the largest, for every embedding
+    target on Mawqif). A choice among tied scores says nothing about the grid and is not warned about."""
+    edges: dict[tuple[str, float], list[str]] = {}
+    for target, chosen in (facts.get("selection") or {}).items():
+        scores = sorted((float(c), f or 0.0) for c, f in (chosen.get("dev_f_avg_by_C") or {}).items())
+        if len(scores) < 2:
+            continue
+        for edge, (c, score), (_, inner) in (("smallest", *scores[:2]), ("largest", scores[-1], scores[-2])):
+            if chosen.get("C") == c and score > inner:
+                chosen["C_at_grid_edge"] = edge
+                edges.setdefault((edge, c), []).append(target)
+    warnings = [
+        f"{option}: C={c:g}, the grid's {edge} value, was chosen on dev for {', '.join(map(repr, targets))}, "
+        f"scoring above the next C: a {'larger' if edge == 'largest' else 'smaller'} C may score better "
+        f"(widen {option})"
+        for (edge, c), targets in edges.items()
+    ]
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+NEW_HEAD_KEYS = re.compile(r"(classifier|score|pre_classifier|(\w+\.)?pooler(\.\w+)*)\.(weight|bias|\{.*\})")
+
+
+class _NewHeadReport(logging.Filter):
+    """transformers' load report listing only a classification head (and BERT's pooler) as MISSING is the
+    expected start of fine-tuning an encoder: one log line says so instead of a red table. Any other report
+    (an unexpected or mismatched key, a missing encoder weight) is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in message.splitlines()]
+        rows = [[cell.strip() for cell in row.split("|")] for row in rows if "|" in row and not row.startswith("Key")]
+        keys = [row[0] for row in rows if len(row) > 1]
+        if not keys or any(row[1] != "MISSING" for row in rows) or not all(NEW_HEAD_KEYS.fullmatch(k) for k in keys):
+            return True
+        record.msg = (
+            "new classification head (%s): initialised at random and trained now, as expected for a pretrained "
+            "encoder without one"
+        )
+        record.args = (", ".join(sorted(keys)),)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def explain_new_head_report() -> None:
+    """Install `_NewHeadReport` once on the logger that writes transformers' load report."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _NewHeadReport) for f in logger.filters):
+        logger.addFilter(_NewHeadReport())

@@ -2,6 +2,9 @@
 
 python scripts/check_regression.py metrics=RUN/metrics.json [baseline=benchmarks/quality_baseline.json]
 
+It judges the run's main model (`RUN/model`, named by config.model.name, under `model` in metrics.json),
+the model a baseline entry is for, not the headline ensemble whose figures lead metrics.json.
+
 Exit status: 0 pass, 1 a gated figure fell by more than its tolerance or the metrics cannot be
 judged (undefined, not finite, out of range, targets that differ from the baseline), 2 the gate
 cannot start: a file is missing, or the baseline has no usable entry for the model (no entry, a

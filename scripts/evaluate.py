@@ -13,10 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 
 import diplostance.outputs  # noqa: F401  (registers the ${run_id:} resolver of the run folder names)
 from diplostance.data import load_data
+from diplostance.devices import load_aware_threads
 from diplostance.errors import reported_as_user_errors, take_verbose_flag
 from diplostance.evaluation import evaluate_model
 from diplostance.predictors import check_model_folder
 from diplostance.reports import per_label_table
+
+
+def predictor_options(cfg: DictConfig) -> dict:
+    """cfg.predictor; num_threads null is train.py's load-aware count; one line names what each member runs on."""
+    options = OmegaConf.to_container(cfg.predictor, resolve=True)
+    return {**options, "num_threads": options.get("num_threads") or load_aware_threads(), "announce": True}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
@@ -31,7 +38,7 @@ def main(cfg: DictConfig) -> None:
             cfg.split,
             run_dir,
             f"evaluation of {model_dir}",
-            predictor_options=OmegaConf.to_container(cfg.predictor, resolve=True),
+            predictor_options=predictor_options(cfg),
             n_resamples=cfg.bootstrap_resamples,
             seed=cfg.seed,
         )

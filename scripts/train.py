@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 import diplostance.outputs  # noqa: F401  (registers the ${run_id:} resolver of the run folder names)
 from diplostance.distributed import shared_run_dir
 from diplostance.errors import reported_as_user_errors, take_verbose_flag
-from diplostance.reports import per_label_table
+from diplostance.reports import headline_lines, per_label_table
 from diplostance.training import train
 
 
@@ -26,8 +26,9 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg, run_dir)
     if metrics is None:  # a rank other than 0 of a multi-process launch: rank 0 reports
         return None
-    print(per_label_table(metrics))
+    print(per_label_table(metrics))  # the headline model's (the ensemble's when the run has one)
     logging.getLogger(__name__).info("outputs in %s", run_dir)
+    print("\n".join(headline_lines(metrics, run_dir)))  # last: which model to use, where, and its score
     return metrics["macro_f_avg"]
 
 

@@ -111,7 +111,8 @@ def test_records_carry_offsets_into_the_article_and_a_distribution_per_target(mi
     for record in own:
         assert article[record["start"] : record["end"]] == record["text"]
     for record in records:
-        assert set(record) == {"doc_id", "source", "sent_idx", "start", "end", "text", "stances", "probs"}
+        assert set(record) == {"doc_id", "source", "sent_idx", "start", "end", "text", "stances", "probs", "holders"}
+        assert set(record["holders"]) == {t for t, p in record["stances"].items() if p != "none"}  # holders.json
         for target in labels.targets:
             probs = record["probs"][target]
             assert list(probs) == list(labels.polarities) and sum(probs.values()) == pytest.approx(1, abs=1e-5)
@@ -300,13 +301,13 @@ def test_a_crash_mid_window_resumes_without_duplicates(tiny_model_dir, tmp_path,
     run_label(tiny_model_dir, inputs, reference, window_sentences=3)
     real, calls = local._write_window, []
 
-    def crash_on_third_window(window, probs, streams, labels):
+    def crash_on_third_window(window, probs, streams, labels, *holders):
         calls.append(1)
         if len(calls) == 3:
             streams.handles["records"].write(b'{"doc_id": "half a rec')
             streams.handles["records"].flush()
             raise KeyboardInterrupt
-        real(window, probs, streams, labels)
+        real(window, probs, streams, labels, *holders)
 
     out = tmp_path / "run" / "OUT.jsonl"
     monkeypatch.setattr(local, "_write_window", crash_on_third_window)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig
 
+from diplostance.holders import load_holder_model
 from diplostance.labelling.inputs import (
     Article,
     InputError,
@@ -89,6 +90,7 @@ def label(cfg: Mapping | DictConfig | LabelOptions, predictor=None) -> LabelSumm
     started = time.perf_counter()
     options = cfg if isinstance(cfg, LabelOptions) else LabelOptions.from_config(cfg)
     kind, labels = check_model_folder(options.model_dir)
+    load_holder_model(options.model_dir)  # a holders.json that cannot be used stops here, before any input
     if kind == "tfidf" and options.precision != "fp32":
         log.warning("precision=%s applies to transformer models; the tfidf model ignores it", options.precision)
     elif options.engine == "local" or not options.ray.num_gpus_per_actor:
@@ -106,4 +108,6 @@ def label(cfg: Mapping | DictConfig | LabelOptions, predictor=None) -> LabelSumm
         options.output.records.parent.mkdir(parents=True, exist_ok=True)
         summary = label_locally(options, kind, labels, sources, fingerprint, predictor)
     summary.seconds = time.perf_counter() - started
+    for warning in summary.counts.warnings():  # sentences cut, text the vocabulary cannot read
+        log.warning(warning)
     return summary

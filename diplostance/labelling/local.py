@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from diplostance.holders import load_holder_model
 from diplostance.labelling.inputs import InputError, Source, iter_items
 from diplostance.labelling.model import load_labelling_predictor
 from diplostance.labelling.options import (
@@ -43,7 +45,16 @@ from diplostance.labelling.options import (
     OutputExistsError,
     OutputPaths,
 )
-from diplostance.labelling.records import Window, convert_records, split_article, window_probs, window_records
+from diplostance.labelling.records import (
+    Window,
+    convert_records,
+    model_text,
+    split_article,
+    window_facts,
+    window_probs,
+    window_records,
+)
+from diplostance.predictors.folder import predictor_token_facts
 from diplostance.schema import LabelSpace
 
 log = logging.getLogger(__name__)
@@ -202,8 +213,9 @@ class Writer:
     again in the caller at the next `put` or at `close`.
     """
 
-    def __init__(self, streams: PartialStreams, labels: LabelSpace, bar):
+    def __init__(self, streams: PartialStreams, labels: LabelSpace, bar, holders=None):
         self.streams, self.labels, self.bar = streams, labels, bar
+        self.holders = holders  # the model folder's stance-holder model (diplostance.holders), or None
         self.queue: queue.Queue = queue.Queue(maxsize=WRITE_AHEAD)
         self.error: BaseException | None = None
         self.started, self.done = time.perf_counter(), 0
@@ -239,11 +251,13 @@ class Writer:
             state.counts.failed += 1
             state.next_item = next_item
             return
-        window, probs, next_item = args  # kind == "window": predicted; written, then checkpointed
-        _write_window(window, probs, streams, self.labels)
+        window, probs, facts, next_item = args  # kind == "window": predicted; written, then checkpointed
+        _write_window(window, probs, streams, self.labels, self.holders)
         sentences = sum(len(sentences) for _, sentences in window)
         state.counts.articles += len(window)
         state.counts.sentences += sentences
+        for key, value in facts.items():  # sentences cut, word pieces read, unknown pieces (records.window_facts)
+            setattr(state.counts, key, getattr(state.counts, key) + value)
         state.next_item = next_item
         streams.checkpoint()
         self.done += sentences
@@ -252,15 +266,16 @@ class Writer:
         self.bar.set_postfix(sentences=state.counts.sentences, sent_per_s=f"{rate:.1f}")
 
 
-def _write_window(window: Window, probs, streams: PartialStreams, labels: LabelSpace) -> None:
+def _write_window(window: Window, probs, streams: PartialStreams, labels: LabelSpace, holders=None) -> None:
     """A predicted window's sentence records and article summaries, appended to the streams."""
-    for records, doc in window_records(window, probs, labels) if window else ():
+    for records, doc in window_records(window, probs, labels, holders) if window else ():
         for record in records:
             streams.write("records", record)
         streams.write("docs", doc)
 
 
 _ENCODE = None  # the predictor's encode, inherited by the forked preparing workers
+_FACTS = None  # and its token facts (predictors.folder.predictor_token_facts): [pieces, unknown, cut] per text
 
 
 def _prepare_chunk(chunk: list) -> list:
@@ -270,13 +285,21 @@ def _prepare_chunk(chunk: list) -> list:
     split article or the InputError, {sentence text: token ids} or None when not encoded)."""
     split = [(position, item if isinstance(item, InputError) else split_article(item)) for position, item in chunk]
     if _ENCODE is None:
-        return [(position, entry, None) for position, entry in split]
-    texts = list(dict.fromkeys(s.text for _, entry in split if not isinstance(entry, InputError) for s in entry[1]))
+        return [(position, entry, None, None) for position, entry in split]
+    texts = list(
+        dict.fromkeys(model_text(s.text) for _, entry in split if not isinstance(entry, InputError) for s in entry[1])
+    )
     ids = dict(zip(texts, _ENCODE(texts), strict=True)) if texts else {}
-    return [
-        (position, entry, None if isinstance(entry, InputError) else {s.text: ids[s.text] for s in entry[1]})
-        for position, entry in split
-    ]
+    found = _FACTS(texts) if texts and _FACTS is not None else None
+    facts = dict(zip(texts, found.tolist(), strict=True)) if found is not None else {}
+    out = []
+    for position, entry in split:
+        if isinstance(entry, InputError):
+            out.append((position, entry, None, None))
+            continue
+        inputs = [model_text(s.text) for s in entry[1]]
+        out.append((position, entry, {t: ids[t] for t in inputs}, {t: facts[t] for t in inputs if t in facts}))
+    return out
 
 
 def _chunked(items, size: int):
@@ -287,7 +310,7 @@ def _chunked(items, size: int):
 
 def _prepared_inline(items):
     for position, item in items:
-        yield position, (item if isinstance(item, InputError) else split_article(item)), None
+        yield position, (item if isinstance(item, InputError) else split_article(item)), None, None
 
 
 @contextlib.contextmanager
@@ -296,14 +319,15 @@ def _preparing(items, predictor, workers: int):
     if workers <= 0:
         yield _prepared_inline(items)
         return
-    global _ENCODE
+    global _ENCODE, _FACTS
     encode = getattr(predictor, "encode", None) if hasattr(predictor, "predict_encoded") else None
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     _ENCODE, os.environ["TOKENIZERS_PARALLELISM"] = encode, "false"  # one tokenizer thread per worker
+    _FACTS = functools.partial(predictor_token_facts, predictor)
     try:
         pool = multiprocessing.get_context("fork").Pool(workers)
     finally:
-        _ENCODE = None
+        _ENCODE = _FACTS = None
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
@@ -335,17 +359,19 @@ def torch_device_type(device) -> str:
 def _label_items(prepared, predictor, writer: Writer, window_sentences: int, failed: int) -> None:
     window: Window = []
     encoded: dict[str, list[int]] | None = {}
+    facts: dict[str, list[int]] | None = {}  # model text -> [pieces, unknown, cut], when the workers made them
     pending = 0  # sentences in the window
     dirty = False  # items consumed since the last checkpoint
     next_item = None
 
     def flush() -> None:
-        nonlocal window, pending, encoded
+        nonlocal window, pending, encoded, facts
         probs = window_probs(predictor, window, encoded) if window else None
-        writer.put("window", window, probs, next_item)
-        window, pending, encoded = [], 0, {}
+        counts = window_facts(predictor, window, facts) if window else {}
+        writer.put("window", window, probs, counts, next_item)
+        window, pending, encoded, facts = [], 0, {}, {}
 
-    for (s, k), entry, entry_encoded in prepared:
+    for (s, k), entry, entry_encoded, entry_facts in prepared:
         next_item = [s, k + 1]
         if isinstance(entry, InputError):
             writer.put("error", entry, next_item)
@@ -361,6 +387,10 @@ def _label_items(prepared, predictor, writer: Writer, window_sentences: int, fai
                 encoded = None  # prepared in this process: the predictor encodes the window itself
             elif encoded is not None:
                 encoded.update(entry_encoded)
+            if entry_facts is None:
+                facts = None  # made in this process, for the window
+            elif facts is not None:
+                facts.update(entry_facts)
         dirty = True
         if pending >= window_sentences:
             flush()
@@ -397,7 +427,7 @@ def _run_labelling(options: LabelOptions, kind: str, labels: LabelSpace, sources
     bar = tqdm(
         desc="labelling", unit="article", initial=state.counts.articles, disable=not options.progress_bar, smoothing=0.1
     )
-    writer = Writer(streams, labels, bar)
+    writer = Writer(streams, labels, bar, load_holder_model(options.model_dir))
     try:
         with _preparing(items, predictor, prepare_workers(options, predictor)) as prepared:
             _label_items(prepared, predictor, writer, options.window_sentences, state.counts.failed)

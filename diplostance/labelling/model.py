@@ -7,7 +7,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from diplostance.devices import check_inference_precision, default_batch_size, resolve_device
+from diplostance.devices import check_inference_precision, default_batch_size, load_aware_threads, resolve_device
+from diplostance.embedding import quiet_progress
 from diplostance.labelling.inputs import Source, input_facts
 from diplostance.labelling.options import LabelOptions
 from diplostance.predictors import ModelFolderError, check_options, load_predictor
@@ -21,7 +22,11 @@ def check_arithmetic(options: LabelOptions, kind: str, device: str | None = None
 
 
 def load_labelling_predictor(options: LabelOptions, kind: str, device: str | None = None):
-    """The predictor for `options` on `device` (default options.device); tfidf takes no arithmetic options."""
+    """The predictor for `options` on `device` (default options.device); tfidf takes no arithmetic options.
+    `num_threads` null is train.py's load-aware count; one line on stderr names what each member runs on;
+    the encoders' own progress bars stay off (the run's bar counts the sentences)."""
+    quiet_progress()
+    threads = options.num_threads or load_aware_threads()
     predictor_options = {}
     if kind != "tfidf" and options.backend != "torch":  # transformers, and ensembles for their members
         predictor_options = {
@@ -29,7 +34,7 @@ def load_labelling_predictor(options: LabelOptions, kind: str, device: str | Non
             "precision": options.precision,
             "batch_size": options.batch_size or default_batch_size(resolve_device("cpu")),
             "max_length": options.max_length,
-            "num_threads": options.num_threads,
+            "num_threads": threads,
             "device": device or options.device,
         }
     elif kind != "tfidf":
@@ -40,11 +45,11 @@ def load_labelling_predictor(options: LabelOptions, kind: str, device: str | Non
             "precision": options.precision,
             "batch_size": options.batch_size or default_batch_size(where),
             "max_length": options.max_length,
-            "num_threads": options.num_threads,
+            "num_threads": threads,
             "device": str(where),
         }
     try:
-        return load_predictor(options.model_dir, **predictor_options)
+        return load_predictor(options.model_dir, announce=True, **predictor_options)
     except (OSError, ValueError) as error:
         raise ModelFolderError(f"{options.model_dir}: the model cannot be loaded: {error}") from error
 

@@ -12,9 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from diplostance.errors import UserError
 from diplostance.predictors import PRECISIONS
+from diplostance.text import MAX_SENTENCE_CHARS
 
 FORMAT_SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
 ENGINES = ("local", "ray")
+UNKNOWN_PIECES_WARN = 0.05  # a share of <unk> word pieces above this is warned about
 USAGE = "python scripts/label.py model_dir=RUN/model inputs=[articles/,more.jsonl] output=OUT.jsonl"
 
 
@@ -187,6 +189,29 @@ class Counts:
     articles: int = 0
     sentences: int = 0
     failed: int = 0  # input files or lines that could not be labelled
+    truncated: int = 0  # sentences labelled from their start: over max_length tokens or text.MAX_SENTENCE_CHARS
+    pieces: int = 0  # word pieces the model read (0 for tf-idf, which reads none)
+    unknown_pieces: int = 0  # of them, the tokenizer's unknown piece (<unk>): text the model cannot read
+
+    @property
+    def unknown_share(self) -> float:
+        return self.unknown_pieces / self.pieces if self.pieces else 0.0
+
+    def warnings(self) -> list[str]:
+        """What the run warns about: sentences cut, and a large share of unknown word pieces."""
+        out = []
+        if self.truncated:
+            out.append(
+                f"{self.truncated} of {self.sentences} sentences are longer than the model reads (max_length tokens, "
+                f"or {MAX_SENTENCE_CHARS} characters): each is labelled from its start"
+            )
+        if self.unknown_share > UNKNOWN_PIECES_WARN:
+            out.append(
+                f"{self.unknown_share:.1%} of the word pieces the model read ({self.unknown_pieces} of {self.pieces}) "
+                "are <unk>: much of the text is in scripts the model's vocabulary does not hold (a vocabulary "
+                "restricted to the training text's scripts, model.restrict_vocabulary), so its stances mean little"
+            )
+        return out
 
 
 @dataclass
@@ -206,8 +231,11 @@ class LabelSummary:
         """What the command prints last: where the outputs are, then the counts."""
         errors = f", listed in {self.paths.errors}" if self.counts.failed and not self.outputs else ""
         outputs = self.outputs or f"{self.paths.records}, {self.paths.docs}, {self.paths.errors}"
+        read = f", {self.counts.unknown_share:.1%} of their word pieces <unk>" if self.counts.pieces else ""
         return [
             f"outputs: {outputs}",
+            f"truncated: {self.counts.truncated} sentence(s) longer than the model reads, labelled from their "
+            f"start{read}",
             f"labelled {self.counts.articles} articles ({self.counts.sentences} sentences) from {self.sources} "
             f"input files in {self.seconds:.1f} s{' (resumed)' if self.resumed else ''}",
             f"failed: {self.counts.failed} input(s) (files or lines){errors}",

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diplostance.holders import load_holder_model
 from diplostance.labelling.inputs import Article, InputError, Source, read_source
 from diplostance.labelling.model import load_labelling_predictor
 from diplostance.labelling.options import (
@@ -52,7 +53,7 @@ from diplostance.labelling.options import (
     OutputExistsError,
     is_uri,
 )
-from diplostance.labelling.records import label_window, records_table, split_article, unflatten
+from diplostance.labelling.records import label_window, records_table, split_article, unflatten, window_facts
 from diplostance.schema import LabelSpace
 from diplostance.text import Sentence
 
@@ -297,11 +298,12 @@ class PartLabeller:
     def __init__(self, options: LabelOptions, kind: str, labels: LabelSpace, fmt: str):
         device = actor_device(options.device, options.ray.num_gpus_per_actor)
         self.predictor = load_labelling_predictor(options, kind, device=device)
+        self.holders = load_holder_model(options.model_dir)  # stance holders, when the folder has a model
         self.store, self.labels, self.fmt = PartStore(options.output.folder), labels, fmt
         self.actor = f"{os.uname().nodename}:{os.getpid()}"  # per-actor throughput, from the markers
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out = {"part": [], "articles": [], "sentences": [], "failed": []}
+        out: dict[str, list] = {"part": [], **{key: [] for key in asdict(Counts())}}
         for part, slice_no, last, payload, source in zip(
             batch["part"], batch["slice"], batch["last"], batch["payload"], batch["source"], strict=True
         ):
@@ -311,9 +313,10 @@ class PartLabeller:
                 (Article(a["doc_id"], "", a["source"]), [Sentence(*s) for s in a["sentences"]])
                 for a in content["articles"]
             ]
-            labelled = label_window(self.predictor, window, self.labels) if window else []
+            labelled = label_window(self.predictor, window, self.labels, self.holders) if window else []
             records = [r for rs, _ in labelled for r in rs]
             counts = {"articles": len(window), "sentences": len(records), "failed": len(content["errors"])}
+            counts.update(window_facts(self.predictor, window))  # sentences cut, word pieces read, <unk> pieces
             meta = {"part": str(part), "source": str(source), "slice": int(slice_no), "last": bool(last), **counts,
                     "actor": self.actor, "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
             self.store.commit(str(part), self.fmt, records, [d for _, d in labelled], content["errors"], meta,
@@ -444,7 +447,7 @@ def label_with_ray(
     removed = store.remove_parts_except([p["part"] for p in parts], fmt)
     if removed:
         log.warning("removed %d files of parts that are not this run's (e.g. %s)", len(removed), removed[0])
-    counts = Counts(*(sum(p[key] for p in parts) for key in ("articles", "sentences", "failed")))
+    counts = Counts(**{key: sum(p.get(key, 0) for p in parts) for key in asdict(Counts())})  # older markers: 0
     manifest = {"format": fmt, "labels": {"targets": list(labels.targets), "polarities": list(labels.polarities)},
                 "totals": asdict(counts), "parts": parts}  # fmt: skip
     if store.exists("_tmp"):

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.labelling.inputs import Article
+from diplostance.predictors.folder import predictor_token_facts
 from diplostance.schema import LabelSpace
 from diplostance.scoring import NEUTRAL_POLARITY
-from diplostance.text import Sentence, split_sentences
+from diplostance.text import MAX_SENTENCE_CHARS, Sentence, split_sentences
 
 PROB_DECIMALS = 6
 CONVERT_CHUNK = 10_000  # records per chunk when converting the finished stream to csv/parquet
 KEY_FIELDS = ("doc_id", "source", "sent_idx", "start", "end", "text")
+HOLDERS_COLUMN = "holders"  # csv/parquet: a record's holders as JSON text (empty without a holder model)
 
 Window = list[tuple[Article, list[Sentence]]]
 
@@ -26,13 +28,41 @@ def split_article(article: Article) -> tuple[Article, list[Sentence]]:
     return article, split_sentences(article.text)
 
 
+def model_text(text: str) -> str:
+    """What every model (each member of an ensemble alike) reads of a sentence: its first
+    MAX_SENTENCE_CHARS characters, the most a training sentence may have; a transformer or encoder then
+    reads its first max_length tokens of those, as in training. Longer sentences are labelled from their
+    start and counted (`window_facts`); their records keep the whole text and offsets."""
+    return text[:MAX_SENTENCE_CHARS]
+
+
+def window_facts(predictor, window: Window, facts: dict | None = None) -> dict[str, int]:
+    """For the window's sentences (each occurrence counted): how many the model cuts (over
+    MAX_SENTENCE_CHARS characters or max_length tokens), and the word pieces it reads and how many of
+    them are unknown (`predictors.folder.predictor_token_facts`; none for tf-idf). `facts` (model text ->
+    [pieces, unknown, cut], made by the labeller's worker processes) saves tokenising here."""
+    texts = [s.text for _, sentences in window for s in sentences]
+    inputs = [model_text(t) for t in texts]
+    if facts is None:
+        unique = list(dict.fromkeys(inputs))
+        found = predictor_token_facts(predictor, unique) if unique else None
+        facts = dict(zip(unique, found.tolist(), strict=True)) if found is not None else {}
+    counts = {"truncated": 0, "pieces": 0, "unknown_pieces": 0}
+    for text, model_input in zip(texts, inputs, strict=True):
+        pieces, unknown, cut = facts.get(model_input, (0, 0, 0))
+        counts["truncated"] += int(bool(cut) or len(text) > MAX_SENTENCE_CHARS)
+        counts["pieces"] += int(pieces)
+        counts["unknown_pieces"] += int(unknown)
+    return counts
+
+
 def window_probs(predictor, window: Window, encoded: dict[str, list[int]] | None = None) -> np.ndarray:
     """(sentences, targets, polarities) for the window's sentences in order, from one prediction.
 
     `encoded` (sentence text -> token ids, made by `predictor.encode` in the labeller's worker
     processes) skips the normalisation and tokenisation here: `predictor.predict_encoded` takes them.
     """
-    texts = [s.text for _, sentences in window for s in sentences]
+    texts = [model_text(s.text) for _, sentences in window for s in sentences]
     if not texts:
         return np.empty((0, 0, 0))
     unique = list(dict.fromkeys(texts))  # repeated boilerplate (datelines, bylines) is predicted once
@@ -44,28 +74,40 @@ def window_probs(predictor, window: Window, encoded: dict[str, list[int]] | None
     return probs[[row_of[t] for t in texts]]
 
 
-def label_window(predictor, window: Window, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
+def label_window(predictor, window: Window, labels: LabelSpace, holders=None) -> list[tuple[list[dict], dict]]:
     """Each article's sentence records and summary, from one prediction over the window's sentences."""
-    return window_records(window, window_probs(predictor, window), labels)
+    return window_records(window, window_probs(predictor, window), labels, holders)
 
 
-def window_records(window: Window, probs: np.ndarray, labels: LabelSpace) -> list[tuple[list[dict], dict]]:
-    """Each article's sentence records and summary from the window's probabilities (window_probs)."""
+def window_records(
+    window: Window, probs: np.ndarray, labels: LabelSpace, holders=None
+) -> list[tuple[list[dict], dict]]:
+    """Each article's sentence records and summary from the window's probabilities (window_probs);
+    `holders` (the model folder's holder model, diplostance.holders) adds each stance's holders."""
     out, row = [], 0
     for article, sentences in window:
         article_probs = probs[row : row + len(sentences)]
-        out.append((list(sentence_records(article, sentences, article_probs, labels)), doc_summary(
+        out.append((list(sentence_records(article, sentences, article_probs, labels, holders)), doc_summary(
             article, article_probs, labels)))  # fmt: skip
         row += len(sentences)
     return out
 
 
-def sentence_records(article: Article, sentences: Sequence[Sentence], probs: np.ndarray, labels: LabelSpace):
+def sentence_records(
+    article: Article, sentences: Sequence[Sentence], probs: np.ndarray, labels: LabelSpace, holders=None
+):
     """One output record per sentence: where it comes from (`source`: the file, or file:line for JSON Lines,
-    so equal doc_ids from two inputs stay apart), offsets into the article text, stance and probabilities."""
+    so equal doc_ids from two inputs stay apart), offsets into the article text, stance and probabilities,
+    and with a holder model each non-`none` stance's holders (ids, names, type, mention offsets)."""
     stances = probs.argmax(-1)
+    found = None
+    if holders is not None:
+        from diplostance.holders import label_document
+
+        named = [{t: labels.polarities[st[j]] for j, t in enumerate(labels.targets)} for st in stances.tolist()]
+        found = label_document(holders, sentences, named, NEUTRAL_POLARITY)
     for i, (sentence, p, st) in enumerate(zip(sentences, probs.tolist(), stances.tolist(), strict=True)):
-        yield {
+        record = {
             "doc_id": article.doc_id,
             "source": article.source,
             "sent_idx": i,
@@ -78,6 +120,9 @@ def sentence_records(article: Article, sentences: Sequence[Sentence], probs: np.
                 for j, t in enumerate(labels.targets)
             },
         }
+        if found is not None:
+            record["holders"] = found[i]
+        yield record
 
 
 def doc_summary(article: Article, probs: np.ndarray, labels: LabelSpace) -> dict:
@@ -110,6 +155,7 @@ def flat_columns(labels: LabelSpace) -> list[str]:
         *KEY_FIELDS,
         *(f"stance.{t}" for t in labels.targets),
         *(f"prob.{t}.{p}" for t in labels.targets for p in labels.polarities),
+        HOLDERS_COLUMN,
     ]
 
 
@@ -118,6 +164,7 @@ def flatten(record: dict, labels: LabelSpace) -> list:
         *(record[k] for k in KEY_FIELDS),
         *(record["stances"][t] for t in labels.targets),
         *(record["probs"][t][p] for t in labels.targets for p in labels.polarities),
+        json.dumps(record["holders"], ensure_ascii=False) if "holders" in record else None,
     ]
 
 
@@ -127,6 +174,7 @@ def unflatten(row: dict, labels: LabelSpace) -> dict:
         **{k: row[k] for k in KEY_FIELDS},
         "stances": {t: row[f"stance.{t}"] for t in labels.targets},
         "probs": {t: {p: row[f"prob.{t}.{p}"] for p in labels.polarities} for t in labels.targets},
+        **({"holders": json.loads(row[HOLDERS_COLUMN])} if row.get(HOLDERS_COLUMN) else {}),
     }
 
 
@@ -136,7 +184,8 @@ def arrow_schema(labels: LabelSpace):
     keys = [pa.string(), pa.string(), pa.int32(), pa.int64(), pa.int64(), pa.string()]
     types = keys + [pa.string()] * len(labels.targets)
     columns = flat_columns(labels)
-    return pa.schema(list(zip(columns, types + [pa.float32()] * (len(columns) - len(types)), strict=True)))
+    probs = [pa.float32()] * (len(columns) - len(types) - 1)
+    return pa.schema(list(zip(columns, [*types, *probs, pa.string()], strict=True)))  # holders: JSON text
 
 
 def records_table(records: Sequence[dict], labels: LabelSpace, schema=None):

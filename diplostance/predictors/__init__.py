@@ -33,8 +33,9 @@ and, for a kind made of other model folders (the ensemble):
                                             members=[...])
 
 `BACKEND_MODULES` maps (kind, backend) to the module (same interface) that runs that kind on
-another backend: the transformer kind on ONNX Runtime. A kind with no entry for a backend runs
-as it always does (tfidf is numpy; an ensemble hands the backend to its members).
+another backend: the transformer kind and the embedding kind's encoder on ONNX Runtime. The kinds
+of `BACKEND_FREE_KINDS` run as they always do (tfidf is numpy; an ensemble hands the backend to its
+members); any other kind with no entry for the backend asked is refused, never run on torch instead.
 
 Adding a kind: write `diplostance/predictors/<kind>.py` with the functions above and add one
 line to `KINDS` (before "transformer", whose `config.json` is the most generic marker).
@@ -44,6 +45,7 @@ so every module of the package imports on its own.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from diplostance.errors import UserError
@@ -60,7 +62,10 @@ KINDS = {
     "embedding": embedding,
     "transformer": transformer,
 }
-BACKEND_MODULES = {("transformer", "onnx"): onnx}
+BACKEND_MODULES = {("transformer", "onnx"): onnx, ("embedding", "onnx"): onnx.embedding_backend}
+# Kinds without an encoder, which run the same whatever the backend (an ensemble hands it to its members).
+# Any other kind without a module for the backend asked is refused, never run on torch in its place.
+BACKEND_FREE_KINDS = ("tfidf", "ensemble")
 BACKENDS = ("torch", "onnx")
 
 __all__ = [
@@ -88,8 +93,12 @@ def folder_kind(model_dir: str | Path) -> str:
         if (model_dir / module.CONFIG_FILE).is_file():
             return kind
     if (model_dir / "model").is_dir() and (model_dir / "metrics.json").is_file():  # a run folder, not its model
+        ensemble = model_dir / "ensemble" / "model"
         raise ModelFolderError(
-            f"{model_dir}: a training run's folder, not a model folder: did you mean {model_dir / 'model'}?"
+            f"{model_dir}: a training run's folder, not a model folder: did you mean {ensemble} (the run's headline "
+            f"model, its ensemble) or {model_dir / 'model'} (its main model alone)?"
+            if ensemble.is_dir()
+            else f"{model_dir}: a training run's folder, not a model folder: did you mean {model_dir / 'model'}?"
         )
     if not (model_dir / TEXT_PROCESSING_FILE).is_file():
         raise ModelFolderError(
@@ -102,6 +111,8 @@ def folder_kind(model_dir: str | Path) -> str:
 def _module(kind: str, backend: str = "torch"):
     if kind not in KINDS:
         raise ModelFolderError(f"unknown model kind {kind!r}; known kinds: {list(KINDS)}")
+    if backend != "torch" and kind not in BACKEND_FREE_KINDS and (kind, backend) not in BACKEND_MODULES:
+        raise UserError(f"the {kind} kind has no backend={backend}; use backend=torch")
     return BACKEND_MODULES.get((kind, backend), KINDS[kind])
 
 
@@ -157,17 +168,32 @@ def check_options(model_dir: str | Path, backend: str = "torch", **options) -> N
         check_options(member, backend, **options)
 
 
-def load_predictor(model_dir: str | Path, backend: str = "torch", **options):
-    """The folder's predictor. `backend=onnx` runs a transformer through ONNX Runtime
-    (diplostance.predictors.onnx), exporting it on first use; a tfidf folder ignores the backend and
-    the arithmetic options; an ensemble passes them to its members. Options that are None take the
+def load_predictor(model_dir: str | Path, backend: str = "torch", announce: bool = False, **options):
+    """The folder's predictor. `backend=onnx` runs a transformer, or an embedding model's encoder, through
+    ONNX Runtime (diplostance.predictors.onnx), exporting it on first use; a tfidf folder ignores the
+    backend and the arithmetic options; an ensemble passes them to its members. With `precision=int8` on
+    ONNX Runtime the model's sentences close to a decision boundary run again in fp32 (onnx.CascadePredictor).
+    `announce` prints one line on stderr naming what each member runs on. Options that are None take the
     predictor's default."""
+    predictor = _load(model_dir, backend, **options)
+    if onnx.approximate_members(predictor):
+        predictor = onnx.with_cascade(predictor, Path(model_dir))
+    if announce:
+        precision = options.get("precision") or "fp32"
+        print(
+            onnx.backend_line(predictor, Path(model_dir), backend, precision, options.get("num_threads")),
+            file=sys.stderr,
+        )
+    return predictor
+
+
+def _load(model_dir: str | Path, backend: str = "torch", **options):
     check_backend(backend, options.get("precision") or "fp32")
     model_dir = Path(model_dir)
     options = {k: v for k, v in options.items() if v is not None}
     kind, _, config = _check(model_dir, members=False)
     module = _module(kind, backend)
     if hasattr(KINDS[kind], "member_folders"):  # each member is checked as it is loaded
-        members = [load_predictor(m, backend, **options) for m in KINDS[kind].member_folders(model_dir, config)]
+        members = [_load(m, backend, **options) for m in KINDS[kind].member_folders(model_dir, config)]
         return module.load(model_dir, config, members=members, **options)
     return module.load(model_dir, config, **options)

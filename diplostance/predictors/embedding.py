@@ -32,9 +32,12 @@ from diplostance.embedding import (
 from diplostance.errors import UserError
 from diplostance.predictors.folder import (
     ModelFolderError,
+    check_config_matches_weights,
     check_text_processing,
+    read_json,
     read_safetensors_header,
     require_files,
+    tokenizer_facts,
 )
 from diplostance.schema import LabelSpace
 from diplostance.text import TextNormalization, normalize
@@ -59,10 +62,22 @@ def check_folder(model_dir: Path, config: dict) -> LabelSpace:
         raise ModelFolderError(f"{model_dir / CONFIG_FILE}: cannot be read: {error!r}") from error
     if not layers:
         raise ModelFolderError(f"{model_dir / CONFIG_FILE}: encoder.layers is empty")
-    read_safetensors_header(encoder / "model.safetensors")
+    encoder_config = read_json(encoder / "config.json")
+    if not isinstance(encoder_config, dict):
+        raise ModelFolderError(f"{encoder / 'config.json'}: holds no JSON object")
+    weights = read_safetensors_header(encoder / "model.safetensors")
+    check_config_matches_weights(encoder / "config.json", encoder_config, weights, encoder / "model.safetensors")
+    hidden = encoder_config.get("hidden_size")
     header = read_safetensors_header(model_dir / CLASSIFIER_FILE)
     for target in labels.targets:
-        if f"{target}.coef" in header and header[f"{target}.coef"]["shape"][-1] % len(layers):
+        shape = header.get(f"{target}.coef", {}).get("shape") or [0]
+        if f"{target}.coef" in header and isinstance(hidden, int) and shape[-1] != hidden * len(layers):
+            raise ModelFolderError(
+                f"{model_dir / CLASSIFIER_FILE}: {target}'s regression reads {shape[-1]} features, but the encoder "
+                f"gives {len(layers)} layer(s) x {hidden} (encoder/config.json, embedding_config.json's "
+                "encoder.layers): the classifier does not belong to this encoder"
+            )
+        if f"{target}.coef" in header and shape[-1] % len(layers):
             raise ModelFolderError(f"{model_dir / CLASSIFIER_FILE}: {target}'s weights do not match encoder.layers")
     return labels
 
@@ -115,6 +130,11 @@ class EmbeddingPredictor:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.predict_proba(self.features(texts)).astype(np.float32)
+
+    def token_facts(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text: word pieces the encoder reads (after its prefix), of them unknown, cut at max_length."""
+        prefixed = [self.encoder.prefix + normalize(t, self.normalization) for t in texts]
+        return tokenizer_facts(self.encoder.tokenizer, prefixed, self.encoder.max_length)
 
 
 def load(model_dir: Path, config: dict, **options) -> EmbeddingPredictor:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diplostance.baseline import apply_none_offset
-from diplostance.predictors.folder import ModelFolderError, finite_number, inside
+from diplostance.predictors.folder import ModelFolderError, finite_number, inside, predictor_token_facts
 from diplostance.schema import LabelSpace
 
 CONFIG_FILE = ENSEMBLE_CONFIG = "ensemble_config.json"
@@ -61,6 +61,8 @@ def read_config(model_dir: Path, config: dict) -> tuple[LabelSpace, list[Path], 
             folders.append(inside(model_dir, name, "member path"))
         except ModelFolderError as error:
             raise EnsembleFolderError(f"{path}: member path {name!r} leaves the ensemble folder") from error
+        if folders[-1].resolve() in [f.resolve() for f in folders[:-1]]:  # the other member would go unused
+            raise EnsembleFolderError(f"{path}: the member {name!r} is listed twice; list each member folder once")
     return labels, folders, weights, offsets
 
 
@@ -95,9 +97,28 @@ class EnsemblePredictor:
         probs = combine([m.predict_proba(texts) for m in self.members], self.weights)
         return apply_none_offset(probs, self.labels.polarities, self.none_offset).astype(np.float32)
 
+    def exact_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """predict_proba with each member that runs an approximation (an ONNX int8 encoder) run exactly: the
+        second pass of the int8 cascade (predictors.onnx.CascadePredictor)."""
+        exact = [m.exact_proba if getattr(m, "approximate", False) else m.predict_proba for m in self.members]
+        probs = combine([f(texts) for f in exact], self.weights)
+        return apply_none_offset(probs, self.labels.polarities, self.none_offset).astype(np.float32)
+
+    def token_facts(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The members' word pieces and unknown pieces added up; a text counts as cut when a member cuts it
+        (None when no member reads word pieces: tf-idf alone)."""
+        facts = [f for f in (predictor_token_facts(m, texts) for m in self.members) if f is not None]
+        if not facts:
+            return None
+        out = np.sum(facts, axis=0)
+        out[:, 2] = np.max([f[:, 2] for f in facts], axis=0)
+        return out
+
 
 def load(model_dir: Path, config: dict, members: Sequence, **options) -> EnsemblePredictor:
     labels, folders, weights, offsets = read_config(model_dir, config)
     for folder, member in zip(folders, members, strict=True):
         check_member_labels(folder, member.labels, labels)
-    return EnsemblePredictor(labels, members, weights, offsets)
+    predictor = EnsemblePredictor(labels, members, weights, offsets)
+    predictor.member_names = [folder.name for folder in folders]  # what the one-line backend report names
+    return predictor

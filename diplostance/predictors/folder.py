@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from diplostance.errors import UserError
-from diplostance.text import TEXT_PROCESSING_FILE, TextNormalization
+from diplostance.text import TEXT_PROCESSING_FILE, TextNormalization, normalize
 
 MAX_SAFETENSORS_HEADER = 100_000_000
+# Transformer blocks in tensor names: BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa (`encoder.layer.N.`) and
+# decoder models (`layers.N.`); other layouts are not counted.
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:encoder\.layer|layers)\.(\d+)\.")
 
 
 class ModelFolderError(UserError, ValueError):
@@ -104,3 +108,63 @@ def read_safetensors_header(path: Path) -> dict:
             "the file is truncated or corrupted (save the model again)"
         )
     return {name: entry for name, entry in header.items() if name != "__metadata__"}
+
+
+def check_config_matches_weights(config_file: Path, config: dict, tensors: dict, weights_file: Path) -> None:
+    """`config.json`'s shape against the weights' (from safetensors headers, no weight loaded): the number
+    of layers, and the vocabulary size and width of the word embeddings. transformers would load a config
+    edited to fewer layers silently (the rest unused) and fail later, or give other numbers, on another width."""
+    where = f"{config_file}: {{}}, but {weights_file.name} {{}}: the config does not belong to these weights"
+    layers = config.get("num_hidden_layers")
+    found = {int(m.group(1)) for name in tensors if (m := LAYER_INDEX.search(name))}
+    if isinstance(layers, int) and found and layers != len(found):
+        raise ModelFolderError(where.format(f"num_hidden_layers is {layers}", f"holds {len(found)} layers"))
+    embeddings = [e.get("shape") for name, e in tensors.items() if name.endswith("word_embeddings.weight")]
+    if len(embeddings) != 1 or not isinstance(embeddings[0], list) or len(embeddings[0]) != 2:
+        return
+    rows, width = embeddings[0]
+    vocab_size = config.get("vocab_size")
+    if isinstance(vocab_size, int) and vocab_size != rows:
+        raise ModelFolderError(where.format(f"vocab_size is {vocab_size}", f"has {rows} word embeddings"))
+    key = "embedding_size" if isinstance(config.get("embedding_size"), int) else "hidden_size"  # ALBERT, ELECTRA
+    if isinstance(config.get(key), int) and config[key] != width:
+        raise ModelFolderError(where.format(f"{key} is {config[key]}", f"has word embeddings {width} wide"))
+    hidden = config.get("hidden_size")
+    norms = [e.get("shape") for name, e in tensors.items() if name.endswith("attention.output.LayerNorm.weight")]
+    if isinstance(hidden, int) and norms and norms[0] != [hidden]:
+        raise ModelFolderError(where.format(f"hidden_size is {hidden}", f"has layers {norms[0]} wide"))
+
+
+def tokenizer_facts(tokenizer, texts: list[str], max_length: int):
+    """Per text (normalised, prefixed as the model reads it): [word pieces the model reads, how many of
+    them are the unknown piece, 1 when the tokenizer cuts the text at max_length tokens], an int array
+    (n, 3). One tokenizer call; a fast tokenizer tells a cut from the pieces it leaves over."""
+    import numpy as np
+
+    out = np.zeros((len(texts), 3), dtype=np.int64)
+    if not texts:
+        return out
+    unk = tokenizer.unk_token_id
+    batch = tokenizer(list(texts), truncation=True, max_length=max_length)
+    if batch.encodings is None:  # a slow tokenizer: lengths without truncation
+        full = tokenizer(list(texts))["input_ids"]
+        for i, (ids, whole) in enumerate(zip(batch["input_ids"], full, strict=True)):
+            special = tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+            out[i] = [len(ids) - sum(special), sum(t == unk for t in ids), len(whole) > len(ids)]
+        return out
+    for i, encoding in enumerate(batch.encodings):
+        ids, special = encoding.ids, encoding.special_tokens_mask
+        unknown = sum(1 for t, s in zip(ids, special, strict=True) if t == unk and not s) if unk is not None else 0
+        out[i] = [len(ids) - sum(special), unknown, bool(encoding.overflowing)]
+    return out
+
+
+def predictor_token_facts(predictor, texts: list[str]):
+    """`tokenizer_facts` of a loaded predictor for raw texts, or None for one that reads no word pieces
+    (tf-idf): its own `token_facts`, else one from its tokenizer, normalization and max_length (ONNX)."""
+    if hasattr(predictor, "token_facts"):
+        return predictor.token_facts(texts)
+    if all(hasattr(predictor, name) for name in ("tokenizer", "normalization", "max_length")):
+        normalised = [normalize(t, predictor.normalization) for t in texts]
+        return tokenizer_facts(predictor.tokenizer, normalised, predictor.max_length)
+    return None

@@ -30,13 +30,15 @@ from diplostance.errors import UserError
 from diplostance.modeling import encode_texts
 from diplostance.predictors.folder import (
     ModelFolderError,
+    check_config_matches_weights,
     check_text_processing,
     read_json,
     read_safetensors_header,
     require_files,
+    tokenizer_facts,
 )
 from diplostance.schema import LabelSpace
-from diplostance.text import TextNormalization
+from diplostance.text import TextNormalization, normalize
 
 CONFIG_FILE = "config.json"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # fp16 on a GPU only, int8 on the CPU only
@@ -59,7 +61,7 @@ HEAD_SUFFIXES = ("classifier.weight", "classifier.out_proj.weight", "score.weigh
 GPU_PREDICT_BATCH = 512
 
 
-def _check_weights(model_dir: Path, labels: LabelSpace) -> None:
+def _check_weights(model_dir: Path, labels: LabelSpace, config: dict) -> None:
     if (model_dir / "model.safetensors").is_file():
         shards = [model_dir / "model.safetensors"]
     elif (model_dir / "model.safetensors.index.json").is_file():
@@ -76,6 +78,7 @@ def _check_weights(model_dir: Path, labels: LabelSpace) -> None:
             f"{model_dir / 'pytorch_model.bin'}: a pickled PyTorch checkpoint, which diplostance does not load; "
             "save the model as safetensors (model.save_pretrained(folder), the default since transformers 4.35)"
         )
+    tensors = {}
     for shard in shards:
         for name, entry in read_safetensors_header(shard).items():
             if name.endswith(HEAD_SUFFIXES) and entry.get("shape") and entry["shape"][0] != labels.num_labels:
@@ -83,6 +86,8 @@ def _check_weights(model_dir: Path, labels: LabelSpace) -> None:
                     f"{shard}: the output layer {name} has {entry['shape'][0]} outputs, but config.json's id2label "
                     f"names {labels.num_labels} labels: weights and config do not belong together"
                 )
+            tensors[name] = entry
+    check_config_matches_weights(model_dir / CONFIG_FILE, config, tensors, shards[0])
 
 
 def _tokenizer_vocabulary_size(model_dir: Path) -> int | None:
@@ -110,7 +115,7 @@ def check_folder(model_dir: Path, config: dict) -> LabelSpace:
         raise ModelFolderError(
             f"{model_dir / CONFIG_FILE}: num_labels {config['num_labels']} but id2label names {labels.num_labels}"
         )
-    _check_weights(model_dir, labels)
+    _check_weights(model_dir, labels, config)
     if not (model_dir / TOKENIZER_CONFIG).is_file():
         raise ModelFolderError(f"{model_dir}: no {TOKENIZER_CONFIG}: the model folder is incomplete")
     if not any((model_dir / name).is_file() for name in VOCABULARY_FILES):
@@ -175,6 +180,11 @@ class TransformerPredictor:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.predict_encoded(self.encode(texts))
+
+    def token_facts(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text: word pieces read, of them unknown, cut at max_length (predictors.folder.tokenizer_facts)."""
+        normalised = [normalize(t, self.normalization) for t in texts]
+        return tokenizer_facts(self.tokenizer, normalised, self.max_length)
 
     def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """One batch as the model's inputs: input_ids (and attention_mask) as int64, padded to the longest
