@@ -252,6 +252,8 @@ def test_the_committed_baseline_has_a_gate_entry_for_every_gated_model():
         assert {"commit", "date", "config", "derivation", "gate_set", "single_runs"} <= set(entry)
 
 
-def test_the_committed_transformer_tolerance_is_at_most_four_points():
+def test_the_committed_transformer_tolerance_is_below_the_drop_the_gate_must_catch():
+    # gate_power.py asks the gate to catch a 0.05 drop; corpus v3's 12 derivation runs measured a
+    # tolerance of 0.045 for the mean of 6 tiny runs (corpus v2: 0.039), still below it.
     baseline = json.loads((ROOT / "benchmarks" / "quality_baseline.json").read_text())
-    assert baseline["models"]["tiny"]["tolerance"]["macro_f_avg"] <= 0.04
+    assert baseline["models"]["tiny"]["tolerance"]["macro_f_avg"] < 0.05
